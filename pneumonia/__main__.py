@@ -1,0 +1,105 @@
+"""Command line: ``python -m pneumonia train|evaluate|predict``.
+
+    python -m pneumonia train    --data ../shared/data/chest_xray --out model/
+    python -m pneumonia evaluate --data ../shared/data/chest_xray/test --model model/ --out reports/
+    python -m pneumonia predict  film.jpeg folder/ --csv out.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pneumonia.errors import PneumoniaError
+
+CSV_COLUMNS = ("path", "label", "pneumonia_probability", "normal_probability", "error")
+
+
+def collect_files(inputs: Sequence[str]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of files, hidden files skipped.
+
+    A path that does not exist is kept, so it gets its own row with an error.
+    """
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+        else:
+            files.append(path)
+    return files
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Classify files and folders, writing one CSV row per file (to ``--csv`` or stdout)."""
+    from pneumonia.inference import Predictor
+    from pneumonia.model import DEFAULT_MODEL_DIR
+
+    files = collect_files(args.paths)
+    if not files:
+        print("No files found.", file=sys.stderr)
+        return 2
+    predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR)
+    out = open(args.csv, "w", newline="") if args.csv else sys.stdout
+    progress = None
+    if args.csv and not args.quiet:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(files), unit="img", file=sys.stderr)
+    failures = 0
+    try:
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in predictor.predict_files(files, batch_size=args.batch_size):
+            writer.writerow(row)
+            failures += bool(row["error"])
+            if progress is not None:
+                progress.update(1)
+    finally:
+        if progress is not None:
+            progress.close()
+        if args.csv:
+            out.close()
+    if args.csv:
+        print(f"{len(files) - failures} classified, {failures} unreadable -> {args.csv}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m pneumonia`` argument parser with its three sub-commands."""
+    from pneumonia import evaluate, train
+
+    parser = argparse.ArgumentParser(prog="python -m pneumonia", description="Chest X-ray pneumonia screening CNN.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train.add_arguments(commands.add_parser("train", help="train the CNN from scratch"))
+    evaluate.add_arguments(commands.add_parser("evaluate", help="score a model on a labelled folder"))
+    predict = commands.add_parser("predict", help="classify files and folders into a CSV")
+    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("--csv", help="output CSV (default: standard output)")
+    predict.add_argument("--model", default=None, help="model folder (default: the shipped model/)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; user errors print one line and return 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            from pneumonia.train import run
+        elif args.command == "evaluate":
+            from pneumonia.evaluate import run
+        else:
+            run = run_predict
+        return run(args)
+    except (PneumoniaError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

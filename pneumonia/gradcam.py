@@ -1,0 +1,124 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in the film the network's answer came from.
+
+The network outputs one logit (log-odds of PNEUMONIA). For PNEUMONIA we take gradients of that
+logit, for NORMAL of its negation, so the map always shows evidence *for the predicted class*.
+Gradients are taken on the logit, not the probability, so a confident answer does not saturate
+them to zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def build_gradcam_model(model, last_conv_layer: str):
+    """A model returning ``(conv_activations, logits)`` for the same input, built once and reused.
+
+    Args:
+        model: the pneumonia network.
+        last_conv_layer: name of the convolutional layer to explain (from metadata).
+
+    Returns:
+        A ``keras.Model`` with two outputs: ``(N, h, w, C)`` activations and ``(N, 1)`` logits.
+    """
+    import keras
+
+    return keras.Model(model.inputs, [model.get_layer(last_conv_layer).output, model.output])
+
+
+def compute_gradcam(gradcam_model, batch, class_index):
+    """Logits and Grad-CAM heatmaps in one forward and backward pass (a TensorFlow function body).
+
+    Args:
+        gradcam_model: from :func:`build_gradcam_model`.
+        batch: ``float32`` tensor ``(N, S, S, 1)`` in ``[0, 1]``.
+        class_index: ``int32`` tensor ``(N,)``: 1 explains PNEUMONIA, 0 explains NORMAL.
+
+    Returns:
+        ``(logits (N,), heatmaps (N, h, w))``; heatmaps are in ``[0, 1]``, all zero when no
+        location supports the class.
+    """
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        conv, logits = gradcam_model(batch, training=False)
+        logits = logits[:, 0]
+        sign = tf.where(class_index == 1, 1.0, -1.0)
+        score = tf.reduce_sum(logits * sign)
+    grads = tape.gradient(score, conv)
+    weights = tf.reduce_mean(grads, axis=(1, 2))  # (N, C): importance of each channel
+    cam = tf.nn.relu(tf.einsum("nhwc,nc->nhw", conv, weights))
+    peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+    cam = tf.math.divide_no_nan(cam, peak)
+    return logits, cam
+
+
+def make_gradcam_heatmap(model, batch: np.ndarray, last_conv_layer: str, class_index: int | None = None) -> np.ndarray:
+    """Grad-CAM heatmap for one image.
+
+    Args:
+        model: the pneumonia network (logit output).
+        batch: ``float32`` array ``(1, S, S, 1)`` in ``[0, 1]``.
+        last_conv_layer: layer to explain.
+        class_index: 1 for PNEUMONIA, 0 for NORMAL; ``None`` explains the class the logit
+            favours (logit >= 0 means PNEUMONIA at temperature-independent even odds).
+
+    Returns:
+        ``float32`` array ``(h, w)`` in ``[0, 1]`` at the conv layer's resolution.
+    """
+    import tensorflow as tf
+
+    gradcam_model = build_gradcam_model(model, last_conv_layer)
+    x = tf.constant(batch, dtype=tf.float32)
+    if class_index is None:
+        logit = float(model(x, training=False)[0, 0])
+        class_index = int(logit >= 0)
+    _, cam = compute_gradcam(gradcam_model, x, tf.constant([class_index], dtype=tf.int32))
+    return cam.numpy()[0].astype(np.float32)
+
+
+def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a heatmap smoothly to ``size = (width, height)``; ``float32`` in ``[0, 1]``."""
+    import cv2
+
+    resized = cv2.resize(np.asarray(heatmap, dtype=np.float32), size, interpolation=cv2.INTER_CUBIC)
+    return np.clip(resized, 0.0, 1.0)
+
+
+def colorize_heatmap(heatmap: np.ndarray) -> np.ndarray:
+    """Map a heatmap through the JET colour map (blue = low, red = high).
+
+    Args:
+        heatmap: ``float`` array ``(H, W)`` in ``[0, 1]``.
+
+    Returns:
+        ``uint8`` RGB array ``(H, W, 3)``.
+    """
+    import cv2
+
+    levels = np.round(np.clip(heatmap, 0.0, 1.0) * 255).astype(np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> Image.Image:
+    """Blend a heatmap over a grayscale film at the film's own resolution.
+
+    The colour's opacity grows with the heatmap (``alpha`` at its peak), so the film shows through
+    unchanged where nothing drove the answer and only the supporting regions are tinted.
+
+    Args:
+        image: ``float`` array ``(H, W)`` in ``[0, 1]`` (the decoded film).
+        heatmap: ``float`` array ``(h, w)`` in ``[0, 1]``.
+        alpha: heatmap opacity at its peak, in ``[0, 1]``.
+
+    Returns:
+        An RGB ``PIL.Image`` of size ``(W, H)`` carrying no metadata.
+    """
+    alpha = float(np.clip(alpha, 0.0, 1.0))
+    height, width = image.shape
+    full = resize_heatmap(heatmap, (width, height))
+    film = np.repeat(np.clip(image, 0.0, 1.0)[..., None] * 255.0, 3, axis=2)
+    weight = alpha * full[..., None]
+    blended = film * (1.0 - weight) + colorize_heatmap(full).astype(np.float32) * weight
+    return Image.fromarray(np.round(blended).astype(np.uint8), mode="RGB")

@@ -1,0 +1,270 @@
+"""The library API: load the shipped model once, then classify films.
+
+    from pneumonia import Predictor
+    predictor = Predictor.load()
+    result = predictor.predict("film.jpeg", explain=True)
+    result.label           # "NORMAL" or "PNEUMONIA"
+    result.probabilities   # {"NORMAL": 0.08, "PNEUMONIA": 0.92}, calibrated
+    result.overlay         # PIL image: Grad-CAM over the film
+
+Everything the model needs to know (input size, classes, temperature, threshold, Grad-CAM
+layer) comes from ``model/metadata.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from pneumonia.calibration import apply_temperature
+from pneumonia.errors import PneumoniaError
+from pneumonia.gradcam import overlay_heatmap
+from pneumonia.model import DEFAULT_MODEL_DIR, ModelMetadata, load_model
+from pneumonia.preprocessing import ImageSource, read_image, resize_image, to_batch
+
+
+@dataclasses.dataclass
+class Prediction:
+    """The answer for one film.
+
+    Attributes:
+        label: ``"NORMAL"`` or ``"PNEUMONIA"``.
+        probabilities: calibrated ``{"NORMAL": p0, "PNEUMONIA": p1}``, ``p0 + p1 == 1``; the
+            format ``gr.Label`` takes.
+        threshold: the operating threshold on P(PNEUMONIA) the label was decided with.
+        logit: the network's raw output (before temperature scaling).
+        image: the decoded film, ``float32 (H, W)`` in ``[0, 1]`` (for re-rendering overlays).
+        heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` when ``explain=True``, else ``None``.
+        overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``.
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    threshold: float
+    logit: float
+    image: Optional[np.ndarray] = None
+    heatmap: Optional[np.ndarray] = None
+    overlay: Optional[Image.Image] = None
+
+    @property
+    def pneumonia_probability(self) -> float:
+        """Calibrated P(PNEUMONIA) in ``[0, 1]``."""
+        return self.probabilities["PNEUMONIA"]
+
+
+class Predictor:
+    """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls."""
+
+    def __init__(self, model, metadata: ModelMetadata):
+        import tensorflow as tf
+
+        from pneumonia.gradcam import build_gradcam_model, compute_gradcam
+
+        self.model = model
+        self.metadata = metadata
+        size = metadata.input_size
+        spec = tf.TensorSpec((None, size, size, 1), tf.float32)
+        gradcam_model = build_gradcam_model(model, metadata.last_conv_layer)
+
+        # Traced once per process: calling the model directly in a graph avoids the per-call
+        # overhead of model.predict, and Grad-CAM comes from the same forward pass.
+        @tf.function(input_signature=[spec])
+        def forward(batch):
+            return model(batch, training=False)[:, 0]
+
+        @tf.function(input_signature=[spec, tf.TensorSpec((None,), tf.int32)])
+        def explain(batch, class_index):
+            return compute_gradcam(gradcam_model, batch, class_index)
+
+        self._forward = forward
+        self._explain = explain
+
+    @classmethod
+    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR) -> "Predictor":
+        """Load the model in ``model_dir`` (default: the shipped ``model/``).
+
+        Raises:
+            ModelLoadError: the model or metadata is missing, corrupt or inconsistent.
+        """
+        model, metadata = load_model(model_dir)
+        return cls(model, metadata)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.metadata.class_names
+
+    def preprocess(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """Decode a film and make the model input.
+
+        Returns:
+            ``(gray, batch)``: the film ``float32 (H, W)`` in ``[0, 1]`` and the model input
+            ``float32 (1, S, S, 1)`` in ``[0, 1]``.
+
+        Raises:
+            InvalidImageError: unreadable input.
+        """
+        gray = read_image(image)
+        return gray, to_batch(resize_image(gray, self.metadata.input_size))
+
+    def to_prediction(self, logit: float, gray: Optional[np.ndarray] = None) -> Prediction:
+        """Calibrate one logit and apply the threshold."""
+        p = float(apply_temperature(np.array([logit]), self.metadata.temperature)[0])
+        normal, pneumonia = self.class_names
+        label = pneumonia if p >= self.metadata.threshold else normal
+        return Prediction(label=label, probabilities={normal: 1.0 - p, pneumonia: p},
+                          threshold=float(self.metadata.threshold), logit=float(logit), image=gray)
+
+    def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
+                max_overlay_side: Optional[int] = None) -> Prediction:
+        """Classify one film.
+
+        Args:
+            image: a path, the file's bytes, a PIL image or a numpy array (see
+                :func:`pneumonia.preprocessing.read_image`).
+            explain: also compute Grad-CAM for the predicted class and the overlay.
+            alpha: overlay opacity at the heatmap's peak.
+            max_overlay_side: shrink the overlay so its longer side is at most this many pixels
+                (``None``: the film's own resolution).
+
+        Returns:
+            A :class:`Prediction`.
+
+        Raises:
+            InvalidImageError: the input cannot be read as a film.
+        """
+        gray, batch = self.preprocess(image)
+        if not explain:
+            return self.to_prediction(float(self._forward(batch).numpy()[0]), gray)
+        # The class to explain depends on the calibrated threshold, which is not at logit 0 in
+        # general; the forward pass is cheap next to the gradient, so decide first.
+        logit = float(self._forward(batch).numpy()[0])
+        result = self.to_prediction(logit, gray)
+        class_index = self.class_names.index(result.label)
+        _, cam = self._explain(batch, np.array([class_index], dtype=np.int32))
+        result.heatmap = cam.numpy()[0].astype(np.float32)
+        result.overlay = render_overlay(gray, result.heatmap, alpha, max_overlay_side)
+        return result
+
+    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits for a model-ready batch ``float32 (N, S, S, 1)`` in ``[0, 1]``; ``(N,)``."""
+        return self._forward(batch).numpy().astype(np.float64)
+
+    def predict_files(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[dict]:
+        """Classify many files: decoding runs in threads while the network works on the last batch.
+
+        Args:
+            paths: image files.
+            batch_size: films per forward pass.
+            workers: decoding threads.
+
+        Yields:
+            One dict per path, in order: ``path``, ``label``, ``pneumonia_probability``,
+            ``normal_probability``, ``error`` (empty on success; label and probabilities empty
+            on failure).
+        """
+        size = self.metadata.input_size
+
+        def load(path: Path):
+            try:
+                return resize_image(read_image(path), size), ""
+            except PneumoniaError as exc:
+                return None, str(exc)
+
+        # Decode batch k+1 in the pool while the network runs on batch k: memory stays bounded
+        # to two batches however large the archive.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending = None
+            for chunk in _chunks(paths, batch_size):
+                futures = [pool.submit(load, path) for path in chunk]
+                if pending is not None:
+                    yield from self._classify_chunk(*pending)
+                pending = (chunk, futures)
+            if pending is not None:
+                yield from self._classify_chunk(*pending)
+
+    def _classify_chunk(self, paths: list, futures: list) -> Iterator[dict]:
+        loaded = [f.result() for f in futures]
+        good = [i for i, (image, _) in enumerate(loaded) if image is not None]
+        logits = {}
+        if good:
+            batch = np.stack([loaded[i][0] for i in good])[..., None].astype(np.float32)
+            logits = dict(zip(good, self.predict_logits(batch)))
+        for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
+            if i in logits:
+                r = self.to_prediction(logits[i])
+                yield {"path": str(path), "label": r.label,
+                       "pneumonia_probability": round(r.pneumonia_probability, 6),
+                       "normal_probability": round(1.0 - r.pneumonia_probability, 6), "error": ""}
+            else:
+                yield {"path": str(path), "label": "", "pneumonia_probability": "",
+                       "normal_probability": "", "error": error}
+
+
+def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
+                   max_side: Optional[int] = None) -> Image.Image:
+    """Grad-CAM overlay of ``heatmap`` on film ``gray``, optionally shrunk for display.
+
+    Args:
+        gray: ``float32 (H, W)`` in ``[0, 1]``.
+        heatmap: ``float32 (h, w)`` in ``[0, 1]``.
+        alpha: opacity at the heatmap's peak.
+        max_side: longest side of the result in pixels, or ``None`` for the film's size.
+
+    Returns:
+        RGB ``PIL.Image``.
+    """
+    height, width = gray.shape
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        import cv2
+
+        gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return overlay_heatmap(gray, heatmap, alpha)
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def format_verdict(result: Prediction) -> str:
+    """A one-paragraph Markdown verdict: label, calibrated probability and operating threshold."""
+    p = result.pneumonia_probability
+    return (f"### {result.label}\n"
+            f"Calibrated probability of pneumonia **{p:.1%}** "
+            f"(called PNEUMONIA at {result.threshold:.1%} or more).")
+
+
+def make_preview(image: ImageSource, max_side: int = 768) -> Image.Image:
+    """Decode an upload the way the model sees it and return a grayscale preview.
+
+    Args:
+        image: anything :func:`pneumonia.preprocessing.read_image` accepts (so DICOM and 16-bit
+            films preview the same way they are classified).
+        max_side: longest side of the preview.
+
+    Returns:
+        An ``L`` mode ``PIL.Image`` with no metadata.
+
+    Raises:
+        InvalidImageError: unreadable input.
+    """
+    gray = read_image(image)
+    height, width = gray.shape
+    scale = min(1.0, max_side / max(height, width))
+    preview = Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L")
+    if scale < 1.0:
+        preview = preview.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.LANCZOS)
+    return preview

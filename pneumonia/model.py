@@ -1,0 +1,223 @@
+"""The CNN, its metadata, and saving/loading them together.
+
+The network maps a ``float32`` batch ``(N, S, S, 1)`` in ``[0, 1]`` (see
+:mod:`pneumonia.preprocessing`) to one **logit** per image: the log-odds of PNEUMONIA before
+calibration. Probabilities are ``sigmoid(logit / temperature)`` with the temperature fitted on the
+validation split and stored in the metadata; keeping the logit as the output makes Grad-CAM and
+temperature scaling exact.
+
+TensorFlow is imported inside the functions that need it, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pneumonia.errors import ModelLoadError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+MODEL_FILENAME = "pneumonia_cnn.keras"
+METADATA_FILENAME = "metadata.json"
+LAST_CONV_LAYER = "last_conv"
+NORMALIZATION = (
+    "float32 (N, S, S, 1) in [0, 1]: grayscale, sample value / max of its type (8-bit /255, "
+    "16-bit /65535), squashed to S x S with area interpolation; the network standardises "
+    "each image itself (LayerNormalization over H, W, C)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+    """Everything inference needs to know about a trained network, stored beside its weights.
+
+    Attributes:
+        version: model version string, e.g. ``"1.0.0"``.
+        input_size: side ``S`` of the square input in pixels.
+        class_names: ``("NORMAL", "PNEUMONIA")``: index 1 is the class the logit scores.
+        threshold: decision threshold on the calibrated PNEUMONIA probability.
+        temperature: logits are divided by this before the sigmoid (temperature scaling).
+        normalization: the input convention, in words.
+        last_conv_layer: name of the layer Grad-CAM reads.
+        architecture: short description of the network.
+        training: data, split, seed, epochs, date and duration of training.
+        metrics: validation (and, once evaluated, test) figures.
+        created: ISO date the weights were written.
+    """
+
+    version: str
+    input_size: int
+    class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
+    threshold: float = 0.5
+    temperature: float = 1.0
+    normalization: str = NORMALIZATION
+    last_conv_layer: str = LAST_CONV_LAYER
+    architecture: str = ""
+    training: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ood: dict[str, Any] = dataclasses.field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> str:
+        """Serialise to an indented JSON string."""
+        data = dataclasses.asdict(self)
+        data["class_names"] = list(self.class_names)
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelMetadata":
+        """Build from a parsed ``metadata.json``; unknown keys are an error, missing ones default."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelLoadError(f"metadata.json has unknown fields: {sorted(unknown)}")
+        if "version" not in data or "input_size" not in data:
+            raise ModelLoadError("metadata.json must give at least 'version' and 'input_size'")
+        data = dict(data)
+        data["class_names"] = tuple(data.get("class_names", ("NORMAL", "PNEUMONIA")))
+        meta = cls(**data)
+        meta.validate()
+        return meta
+
+    def validate(self) -> None:
+        """Raise :class:`ModelLoadError` if a field is out of its valid range."""
+        if not isinstance(self.input_size, int) or not 32 <= self.input_size <= 1024:
+            raise ModelLoadError(f"metadata input_size {self.input_size!r} is not a valid side")
+        if len(self.class_names) != 2:
+            raise ModelLoadError(f"metadata must name 2 classes, got {list(self.class_names)}")
+        if not 0.0 < float(self.threshold) < 1.0:
+            raise ModelLoadError(f"metadata threshold {self.threshold!r} is not in (0, 1)")
+        if not (math.isfinite(float(self.temperature)) and float(self.temperature) > 0):
+            raise ModelLoadError(f"metadata temperature {self.temperature!r} must be > 0")
+
+
+def build_model(input_size: int, widths: tuple[int, ...] = (24, 48, 96, 160, 224), dropout: float = 0.2,
+                seed: int = 0):
+    """Build the pneumonia CNN (untrained).
+
+    A strided 5x5 stem, then one stage per width: a stride-2 3x3 conv followed by a residual
+    pair of 3x3 convs, each conv with batch norm and ReLU, then global average pooling and one
+    logit. The first layer standardises each image (zero mean, unit variance) so exposure and
+    bit depth do not change the answer. Sized for two CPU cores: about 1 M parameters.
+
+    Args:
+        input_size: side ``S`` of the square grayscale input.
+        widths: channels of the stem and of each downsampling stage.
+        dropout: dropout rate before the logit.
+        seed: seed for weight initialisation.
+
+    Returns:
+        A ``keras.Model`` mapping ``(N, S, S, 1)`` float32 in ``[0, 1]`` to ``(N, 1)`` logits.
+        Its last convolutional activation is named :data:`LAST_CONV_LAYER`.
+    """
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3,
+                                  name="standardize")(inputs)
+
+    def conv_bn(x, filters, kernel, strides, name, activate=True):
+        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                          name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        return layers.ReLU(name=f"{name}_relu")(x) if activate else x
+
+    x = conv_bn(x, widths[0], 5, 2, "stem")
+    for stage, filters in enumerate(widths[1:], start=1):
+        x = conv_bn(x, filters, 3, 2, f"s{stage}_down")
+        shortcut = x
+        y = conv_bn(x, filters, 3, 1, f"s{stage}_a")
+        y = conv_bn(y, filters, 3, 1, f"s{stage}_b", activate=False)
+        x = layers.Add(name=f"s{stage}_add")([shortcut, y])
+        last = stage == len(widths) - 1
+        x = layers.ReLU(name=LAST_CONV_LAYER if last else f"s{stage}_out")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(1, name="logit")(x)
+    return keras.Model(inputs, outputs, name="pneumonia_cnn")
+
+
+def save_model(model, metadata: ModelMetadata, out_dir: str | Path) -> Path:
+    """Write ``<out_dir>/pneumonia_cnn.keras`` and ``<out_dir>/metadata.json``.
+
+    Args:
+        model: the trained Keras model.
+        metadata: its metadata; validated before anything is written.
+        out_dir: destination folder, created if needed.
+
+    Returns:
+        The path of the ``.keras`` file.
+    """
+    metadata.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_path = out_dir / MODEL_FILENAME
+    model.save(model_path)
+    (out_dir / METADATA_FILENAME).write_text(metadata.to_json())
+    return model_path
+
+
+def load_metadata(model_dir: str | Path) -> ModelMetadata:
+    """Read and validate ``metadata.json`` from a model folder.
+
+    Raises:
+        ModelLoadError: missing, not JSON, or with invalid fields.
+    """
+    path = Path(model_dir) / METADATA_FILENAME
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"No model metadata at {path}: train a model or restore model/.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"Model metadata {path} is unreadable or not JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"Model metadata {path} must be a JSON object.")
+    try:
+        return ModelMetadata.from_dict(data)
+    except TypeError as exc:
+        raise ModelLoadError(f"Model metadata {path} is malformed ({exc}).") from None
+
+
+def load_model(model_dir: str | Path = DEFAULT_MODEL_DIR):
+    """Load a trained network and its metadata, and check they agree.
+
+    Args:
+        model_dir: folder holding ``pneumonia_cnn.keras`` and ``metadata.json``.
+
+    Returns:
+        ``(model, metadata)``.
+
+    Raises:
+        ModelLoadError: a file is missing or corrupt, or the network's input shape, output
+            shape or Grad-CAM layer disagree with the metadata.
+    """
+    metadata = load_metadata(model_dir)
+    path = Path(model_dir) / MODEL_FILENAME
+    if not path.is_file():
+        raise ModelLoadError(f"No model file at {path}: train a model or restore model/.")
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for a corrupt archive
+        raise ModelLoadError(f"Model file {path} is corrupt or not a Keras model ({type(exc).__name__}).") from None
+    expected_in = (None, metadata.input_size, metadata.input_size, 1)
+    if tuple(model.input_shape) != expected_in:
+        raise ModelLoadError(
+            f"Model input shape {tuple(model.input_shape)} does not match metadata {expected_in}."
+        )
+    if tuple(model.output_shape) != (None, 1):
+        raise ModelLoadError(
+            f"Model output shape {tuple(model.output_shape)} does not give one logit for "
+            f"{len(metadata.class_names)} classes."
+        )
+    try:
+        model.get_layer(metadata.last_conv_layer)
+    except ValueError:
+        raise ModelLoadError(f"Model has no layer {metadata.last_conv_layer!r} named in metadata.") from None
+    return model, metadata

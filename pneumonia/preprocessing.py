@@ -1,0 +1,287 @@
+"""Decode an upload and turn it into the model's input.
+
+Intensity convention (the one place it is written down; :func:`check_model_input` enforces it):
+
+    The network eats ``float32`` arrays of shape ``(N, S, S, 1)`` with values in ``[0, 1]``:
+    one grayscale channel, 0 = black (air on a standard film), 1 = white (bone), the full
+    range of the source's sample type mapped linearly onto ``[0, 1]`` (8-bit: ``v / 255``,
+    16-bit: ``v / 65535``). ``S`` is ``metadata.input_size``. Films are squashed to a square
+    (no letterbox) because the training films were stored that way.
+
+The network standardises each image itself (zero mean, unit variance), so the absolute scale of
+that range does not matter to its answer; that is what lets an 8-bit JPEG and a 12-bit film in a
+16-bit PNG give the same result.
+
+Everything here is a pure function of its arguments: no model, no global state.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from pneumonia.errors import InvalidImageError
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+# A real film is at most ~4300 x 4300 px (18 MP). Anything above this is refused before it is
+# decoded, which also defuses decompression bombs (a tiny file that declares a huge canvas).
+MAX_PIXELS = 50_000_000
+# Smaller than this there is nothing to diagnose.
+MIN_SIDE = 32
+# A frontal chest film is roughly square; a 1:4 sliver is not one.
+MAX_ASPECT_RATIO = 4.0
+
+
+def read_image(source: ImageSource) -> np.ndarray:
+    """Decode an image from a path, bytes, PIL image or numpy array into grayscale floats.
+
+    EXIF orientation is applied. Modes 1, L, LA, P, RGB, RGBA, CMYK, I, I;16 and F are accepted;
+    colour is reduced to luminance (ITU-R 601), alpha is dropped.
+
+    Args:
+        source: a file path, the file's bytes, a ``PIL.Image.Image``, or a numpy array of shape
+            ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (uint8, uint16 or float in
+            ``[0, 1]``).
+
+    Returns:
+        ``float32`` array of shape ``(H, W)`` with values in ``[0, 1]``.
+
+    Raises:
+        InvalidImageError: the input is empty, not an image, truncated, too large, too small or
+            of a shape no chest film has.
+    """
+    if isinstance(source, np.ndarray):
+        return _check_shape(array_to_gray(source))
+    if isinstance(source, Image.Image):
+        return _check_shape(pil_to_gray(source))
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+        name = "the upload"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = path.name
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InvalidImageError(f"File not found: {name}.") from None
+        except IsADirectoryError:
+            raise InvalidImageError(f"{name} is a folder, not an image file.") from None
+        except OSError as exc:
+            raise InvalidImageError(f"Could not read {name}: {exc.strerror}.") from None
+    else:
+        raise InvalidImageError(
+            f"Unsupported input type {type(source).__name__}: give a path, bytes, PIL image or array."
+        )
+    return _check_shape(decode_bytes(data, name))
+
+
+def decode_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
+    """Decode an encoded image file (any format Pillow reads) into grayscale floats.
+
+    Args:
+        data: the file's bytes.
+        name: how to call the file in error messages (never a patient detail).
+
+    Returns:
+        ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
+
+    Raises:
+        InvalidImageError: empty, unreadable, truncated or oversized input.
+    """
+    if not data:
+        raise InvalidImageError(f"{name} is empty (0 bytes).")
+    with warnings.catch_warnings():
+        # Pillow warns, then raises, on huge canvases; make both an error we can word.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > MAX_PIXELS:
+                    raise InvalidImageError(
+                        f"{name} declares {width}x{height} pixels, more than any X-ray "
+                        f"({MAX_PIXELS // 1_000_000} megapixels at most)."
+                    )
+                if getattr(image, "n_frames", 1) > 1:
+                    raise InvalidImageError(
+                        f"{name} has {image.n_frames} frames (an animation or a stack); "
+                        "upload a single frontal film."
+                    )
+                image.load()
+                return pil_to_gray(image)
+        except InvalidImageError:
+            raise
+        except UnidentifiedImageError:
+            raise InvalidImageError(
+                f"{name} is not an image format this app can read "
+                "(use PNG, JPEG, TIFF, BMP or WebP)."
+            ) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidImageError(
+                f"{name} declares more pixels than any X-ray; it was not opened."
+            ) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            # Pillow reports truncated and corrupt files as OSError/SyntaxError/ValueError.
+            raise InvalidImageError(f"{name} is damaged or truncated and cannot be decoded.") from exc
+
+
+def pil_to_gray(image: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any common mode to grayscale floats, honouring EXIF orientation.
+
+    Args:
+        image: a loaded PIL image.
+
+    Returns:
+        ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
+    """
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a malformed EXIF block must not stop an otherwise good film
+        pass
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        if values.min() < 0:
+            raise InvalidImageError("The image holds negative pixel values; it is not a radiograph.")
+        # 16-bit containers: map the full unsigned 16-bit range onto [0, 1].
+        return (values / 65535.0).clip(0.0, 1.0).astype(np.float32)
+    if mode == "F":
+        return array_to_gray(np.asarray(image, dtype=np.float32))
+    if mode in ("LA", "La"):
+        image = image.getchannel(0)
+    elif mode != "L":
+        # P, RGB, RGBA, CMYK, YCbCr, 1 ...: go through RGB so palette and CMYK are resolved,
+        # then take ITU-R 601 luminance.
+        image = image.convert("RGB").convert("L")
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def array_to_gray(array: np.ndarray) -> np.ndarray:
+    """Convert a numpy image to grayscale floats.
+
+    Args:
+        array: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``; uint8 (0-255),
+            uint16 (0-65535), bool, or float already in ``[0, 1]``.
+
+    Returns:
+        ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
+
+    Raises:
+        InvalidImageError: wrong rank, channel count, dtype or range.
+    """
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        # ITU-R 601 luminance, the weights Pillow uses for convert("L"); keep the source scale.
+        luminance = array[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        return array_to_gray(luminance.astype(np.float32)) if np.issubdtype(array.dtype, np.floating) \
+            else _scale_integer(luminance, array.dtype)
+    if array.ndim != 2:
+        raise InvalidImageError(
+            f"Expected a 2-D grayscale or an RGB(A) image array, got shape {tuple(np.shape(array))}."
+        )
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if array.dtype in (np.uint8, np.uint16):
+        return _scale_integer(array, array.dtype)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.all(np.isfinite(array)):
+            raise InvalidImageError("The image array contains NaN or infinite values.")
+        if array.size and (array.min() < 0.0 or array.max() > 1.0):
+            raise InvalidImageError("A float image array must hold values in [0, 1].")
+        return array.astype(np.float32)
+    raise InvalidImageError(
+        f"Unsupported image array dtype {array.dtype}: use uint8, uint16 or float in [0, 1]."
+    )
+
+
+def _scale_integer(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Map uint8 / uint16 sample values (possibly already cast to float) onto [0, 1]."""
+    if np.dtype(dtype) == np.uint8:
+        return (np.asarray(values, dtype=np.float32) / 255.0).clip(0.0, 1.0)
+    if np.dtype(dtype) == np.uint16:
+        return (np.asarray(values, dtype=np.float32) / 65535.0).clip(0.0, 1.0)
+    raise InvalidImageError(
+        f"Unsupported image array dtype {np.dtype(dtype)}: use uint8, uint16 or float in [0, 1]."
+    )
+
+
+def _check_shape(gray: np.ndarray) -> np.ndarray:
+    height, width = gray.shape
+    if min(height, width) < MIN_SIDE:
+        raise InvalidImageError(
+            f"The image is {width}x{height} pixels; a chest film needs at least "
+            f"{MIN_SIDE} pixels on each side."
+        )
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise InvalidImageError(
+            f"The image is {width}x{height} pixels, far from the near-square shape of a frontal "
+            "chest film."
+        )
+    return gray
+
+
+def resize_image(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a grayscale image to ``size x size`` (aspect squashed, area averaging when shrinking).
+
+    Args:
+        gray: ``float32`` array ``(H, W)`` in ``[0, 1]``.
+        size: output side in pixels.
+
+    Returns:
+        ``float32`` array ``(size, size)`` in ``[0, 1]``.
+    """
+    import cv2  # imported here so that importing the package stays light
+
+    height, width = gray.shape
+    shrinking = size < height or size < width
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    out = cv2.resize(np.ascontiguousarray(gray, dtype=np.float32), (size, size), interpolation=interpolation)
+    return np.clip(out, 0.0, 1.0)
+
+
+def preprocess_image(source: ImageSource, input_size: int) -> np.ndarray:
+    """Decode, convert to grayscale, resize and normalise one image for the model.
+
+    Args:
+        source: anything :func:`read_image` accepts.
+        input_size: the model's input side, from ``ModelMetadata.input_size``.
+
+    Returns:
+        ``float32`` batch of shape ``(1, input_size, input_size, 1)`` in ``[0, 1]``.
+
+    Raises:
+        InvalidImageError: the input cannot be read as a film.
+    """
+    gray = read_image(source)
+    return to_batch(resize_image(gray, input_size))
+
+
+def to_batch(gray: np.ndarray) -> np.ndarray:
+    """Add batch and channel axes: ``(H, W)`` -> ``(1, H, W, 1)`` float32."""
+    return np.asarray(gray, dtype=np.float32)[np.newaxis, :, :, np.newaxis]
+
+
+def check_model_input(batch: np.ndarray, input_size: int) -> None:
+    """Raise ``ValueError`` unless ``batch`` follows the intensity convention of this module.
+
+    Args:
+        batch: candidate model input.
+        input_size: expected spatial side.
+
+    Raises:
+        ValueError: wrong dtype, shape, or values outside ``[0, 1]``.
+    """
+    if batch.dtype != np.float32:
+        raise ValueError(f"model input must be float32, got {batch.dtype}")
+    if batch.ndim != 4 or batch.shape[1:] != (input_size, input_size, 1):
+        raise ValueError(f"model input must be (N, {input_size}, {input_size}, 1), got {batch.shape}")
+    if batch.size and (float(batch.min()) < 0.0 or float(batch.max()) > 1.0):
+        raise ValueError("model input must lie in [0, 1]")

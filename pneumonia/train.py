@@ -1,0 +1,304 @@
+"""Train the pneumonia CNN from scratch on the dataset's ``train`` split.
+
+``python -m pneumonia train --data ../shared/data/chest_xray --out model/``
+
+What it does, in order: list ``<data>/train``; carve a validation split from it **by patient**;
+decode every film once with the inference preprocessing; train with augmentation suited to
+frontal films (small rotations, zoom and shifts, no flips; exposure, gamma, sharpness and noise
+changes), class weights for the 1:2.9 imbalance, AdamW with a warm-up + cosine schedule, and
+early stopping on validation ROC AUC; then fit temperature scaling and the decision threshold on
+the validation split, and save the network with its metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pneumonia import __version__
+from pneumonia.data import CLASS_NAMES, list_records, load_images, split_by_patient
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (all stored in the metadata)."""
+
+    input_size: int = 160
+    widths: tuple[int, ...] = (24, 48, 96, 128, 144)
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.0
+    dropout: float = 0.2
+    patience: int = 8
+    val_fraction: float = 0.15
+    seed: int = 42
+    augment: bool = True
+    limit: int = 0  # films per class, 0 = all; for smoke tests
+
+
+def augment_batch(images, seed_generator):
+    """Random geometric and intensity changes for a batch of training films.
+
+    Args:
+        images: ``float32`` tensor ``(B, S, S, 1)`` in ``[0, 1]``.
+        seed_generator: a ``keras.random.SeedGenerator`` (keeps runs reproducible).
+
+    Returns:
+        Tensor of the same shape, still in ``[0, 1]``.
+    """
+    import keras
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+
+    def uniform(low, high, shape=None):
+        shape = (batch, 1, 1, 1) if shape is None else shape
+        return keras.random.uniform(shape, low, high, seed=seed_generator)
+
+    # Exposure and processing differ between machines and hospitals: vary the window, gamma and
+    # sharpness so the network cannot key on them.
+    low = uniform(0.0, 0.12)
+    high = uniform(0.88, 1.0)
+    x = tf.clip_by_value((images - low) / (high - low), 0.0, 1.0)
+    x = tf.pow(x + 1e-6, tf.exp(uniform(-0.4, 0.4)))
+    blurred = tf.nn.avg_pool2d(x, 3, 1, "SAME")
+    x = x + uniform(-0.7, 1.0) * (x - blurred)
+    x = x + uniform(0.0, 0.03) * keras.random.normal(tf.shape(x), seed=seed_generator)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def build_augmenter(seed: int):
+    """Geometric augmentation layers: rotation up to ~11 degrees, zoom, shifts; never flips.
+
+    Films are taken in one orientation (heart on the patient's left), so flipping would teach
+    the network anatomy it never sees.
+    """
+    import keras
+    from keras import layers
+
+    return keras.Sequential(
+        [
+            layers.RandomRotation(0.03, fill_mode="constant", seed=seed),
+            layers.RandomZoom((-0.15, 0.1), fill_mode="constant", seed=seed + 1),
+            layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed + 2),
+        ],
+        name="augment",
+    )
+
+
+def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
+    """``tf.data`` pipelines: shuffled, augmented training batches and plain validation batches."""
+    import keras
+    import tensorflow as tf
+
+    def to_float(x, y):
+        return tf.cast(x[..., tf.newaxis], tf.float32) / 255.0, y
+
+    augmenter = build_augmenter(config.seed)
+    seed_generator = keras.random.SeedGenerator(config.seed)
+
+    def augment(x, y):
+        x = augmenter(x, training=True)
+        return augment_batch(tf.clip_by_value(x, 0.0, 1.0), seed_generator), y
+
+    train = (
+        tf.data.Dataset.from_tensor_slices((train_x, train_y.astype("float32")[:, None]))
+        .shuffle(len(train_x), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size, drop_remainder=True)
+        .map(to_float)
+    )
+    if config.augment:
+        train = train.map(augment)
+    train = train.prefetch(2)
+    val = (
+        tf.data.Dataset.from_tensor_slices((val_x, val_y.astype("float32")[:, None]))
+        .batch(64)
+        .map(to_float)
+        .prefetch(2)
+    )
+    return train, val
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Balanced weights ``N / (2 * N_c)`` so both classes count equally in the loss."""
+    counts = np.bincount(labels, minlength=2).astype(float)
+    return {c: float(len(labels) / (2.0 * counts[c])) for c in range(2) if counts[c] > 0}
+
+
+def predict_logits(model, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits for a ``uint8 (N, S, S)`` array of films, in batches, as ``float64 (N,)``."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def forward(x):
+        return model(x, training=False)
+
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        x = images_uint8[start:start + batch_size, ..., None].astype(np.float32) / 255.0
+        out.append(forward(tf.constant(x)).numpy()[:, 0])
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, log=print) -> dict:
+    """Train, calibrate and save a model. Returns the metadata written, as a dict.
+
+    Args:
+        data_dir: dataset root holding ``train/NORMAL`` and ``train/PNEUMONIA`` (or the class
+            folders directly).
+        out_dir: where ``pneumonia_cnn.keras`` and ``metadata.json`` go.
+        config: hyper-parameters.
+        log: where progress lines go.
+    """
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
+    from pneumonia.model import ModelMetadata, build_model, save_model
+
+    started = time.time()
+    data_dir = Path(data_dir)
+    train_root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
+    records = list_records(train_root)
+    if config.limit:
+        records = [r for c in range(2) for r in [r for r in records if r.label == c][: config.limit]]
+    train_records, val_records = split_by_patient(records, config.val_fraction, config.seed)
+    if len({r.label for r in val_records}) < 2 or len({r.label for r in train_records}) < 2:
+        raise ValueError("Both splits need films of both classes; use more data or a larger --val-fraction.")
+    log(f"train: {len(train_records)} films, val: {len(val_records)} films "
+        f"({len({r.patient for r in val_records})} patients, none in train)")
+
+    t0 = time.time()
+    train_x = load_images([r.path for r in train_records], config.input_size)
+    val_x = load_images([r.path for r in val_records], config.input_size)
+    train_y = np.array([r.label for r in train_records])
+    val_y = np.array([r.label for r in val_records])
+    log(f"decoded {len(train_x) + len(val_x)} films at {config.input_size}px in {time.time() - t0:.0f}s")
+
+    keras.utils.set_random_seed(config.seed)
+    train_ds, val_ds = make_datasets(train_x, train_y, val_x, val_y, config)
+    model = build_model(config.input_size, config.widths, config.dropout, config.seed)
+    steps_per_epoch = len(train_x) // config.batch_size
+    total = max(1, steps_per_epoch * config.epochs)
+    warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=config.learning_rate, warmup_steps=warmup,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.AUC(name="auc", from_logits=True),
+                 keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+    )
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.epochs,
+        class_weight=class_weights(train_y),
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                                 restore_best_weights=True)],
+        verbose=2,
+    )
+    epochs_run = len(history.history["loss"])
+    best_epoch = int(np.argmax(history.history["val_auc"])) + 1
+
+    val_logits = predict_logits(model, val_x)
+    temperature = fit_temperature(val_logits, val_y)
+    val_prob = apply_temperature(val_logits, temperature)
+    threshold = choose_threshold(val_prob, val_y)
+    pred = val_prob >= threshold
+    val_metrics = {
+        "n": int(len(val_y)),
+        "roc_auc": float(roc_auc_score(val_y, val_prob)),
+        "accuracy": float(np.mean(pred == val_y)),
+        "sensitivity": float(np.mean(pred[val_y == 1])),
+        "specificity": float(np.mean(~pred[val_y == 0])),
+        "ece": expected_calibration_error(val_prob, val_y),
+        "ece_uncalibrated": expected_calibration_error(apply_temperature(val_logits, 1.0), val_y),
+    }
+    log("validation: " + json.dumps({k: round(v, 4) for k, v in val_metrics.items()}))
+    log(f"temperature {temperature:.3f}, threshold {threshold:.3f}")
+
+    # Save a copy without optimiser state: it halves the file and inference never needs it.
+    clean = build_model(config.input_size, config.widths, config.dropout, config.seed)
+    clean.set_weights(model.get_weights())
+    duration = time.time() - started
+    metadata = ModelMetadata(
+        version=__version__,
+        input_size=config.input_size,
+        class_names=CLASS_NAMES,
+        threshold=round(threshold, 6),
+        temperature=round(temperature, 6),
+        architecture=(f"residual CNN, widths {list(config.widths)}, per-image standardisation, "
+                      f"{clean.count_params():,} parameters, logit output"),
+        training={
+            "data": str(train_root),
+            "dataset": "Kermany et al. 2018, Mendeley v2 (CC BY 4.0), official train split",
+            "train_films": len(train_records),
+            "val_films": len(val_records),
+            "val_split": f"{config.val_fraction:.0%} of train, by patient, seed {config.seed}",
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "duration_s": round(duration, 1),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": dataclasses.asdict(config),
+        },
+        metrics={"validation": {k: round(v, 4) for k, v in val_metrics.items()}},
+        created=dt.date.today().isoformat(),
+    )
+    path = save_model(clean, metadata, out_dir)
+    log(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {duration / 60:.1f} min")
+    return json.loads(metadata.to_json())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` command's flags to ``parser``."""
+    d = TrainConfig()
+    parser.add_argument("--data", required=True, help="dataset root (holding train/) or a folder with NORMAL/ and PNEUMONIA/")
+    parser.add_argument("--out", default="model", help="output folder for the model and metadata.json")
+    parser.add_argument("--input-size", type=int, default=d.input_size)
+    parser.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), default=d.widths,
+                        help="comma-separated channel widths, stem first")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    parser.add_argument("--patience", type=int, default=d.patience)
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``train`` command from parsed arguments."""
+    config = TrainConfig(
+        input_size=args.input_size, widths=tuple(args.widths), epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing, patience=args.patience,
+        val_fraction=args.val_fraction, seed=args.seed, augment=args.augment, limit=args.limit,
+    )
+    train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``python -m pneumonia.train``."""
+    parser = argparse.ArgumentParser(prog="python -m pneumonia train", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
