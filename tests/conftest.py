@@ -1,0 +1,59 @@
+"""Shared fixtures: the shipped model, a tiny untrained model, small films and the dataset path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+FILMS = DATA / "films"  # 4 NORMAL + 4 PNEUMONIA 224x224 films from the dataset's val split
+SHARED_DATA = Path(os.environ.get("PNEUMONIA_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def films() -> Path:
+    """Folder with NORMAL/ and PNEUMONIA/ holding 4 small films each."""
+    return FILMS
+
+
+@pytest.fixture(scope="session")
+def film_paths() -> list[Path]:
+    return sorted(FILMS.glob("*/*.jpeg"))
+
+
+@pytest.fixture(scope="session")
+def example_paths() -> list[Path]:
+    """The bundled full-resolution example films shown in the app."""
+    return sorted((ROOT / "examples").glob("*/*.jpeg"))
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    """The shipped model in model/, loaded once per test session."""
+    from pneumonia import Predictor
+
+    return Predictor.load(ROOT / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained, small model saved with valid metadata (fast to build and load)."""
+    from pneumonia.model import ModelMetadata, build_model, save_model
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    model = build_model(64, widths=(8, 8, 16), seed=1)
+    save_model(model, ModelMetadata(version="test", input_size=64, threshold=0.5, temperature=1.0), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The full dataset beside the repo; tests using it skip where it is absent (e.g. on a Space)."""
+    if not (SHARED_DATA / "test").is_dir():
+        pytest.skip(f"dataset not found at {SHARED_DATA} (set PNEUMONIA_DATA); CI provides it")
+    return SHARED_DATA
