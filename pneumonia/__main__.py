@@ -36,13 +36,12 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify files and folders, writing one CSV row per file (to ``--csv`` or stdout)."""
     from pneumonia.inference import Predictor
-    from pneumonia.model import DEFAULT_MODEL_DIR
 
     files = collect_files(args.paths)
     if not files:
         print("No files found.", file=sys.stderr)
         return 2
-    predictor = Predictor.load(args.model or DEFAULT_MODEL_DIR)
+    predictor = Predictor.load(args.model)
     out = open(args.csv, "w", newline="") if args.csv else sys.stdout
     progress = None
     if args.csv and not args.quiet:
@@ -79,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify files and folders into a CSV")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--csv", help="output CSV (default: standard output)")
-    predict.add_argument("--model", default=None, help="model folder (default: the shipped model/)")
+    predict.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

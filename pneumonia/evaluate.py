@@ -204,7 +204,7 @@ def write_report(metrics: dict, intervals: dict, figures: dict, classification_r
     return path
 
 
-def evaluate_model(data_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
+def evaluate_model(data_dir: str | Path, model_dir: str | Path | None, out_dir: str | Path,
                    n_resamples: int = 2000, log=print) -> dict:
     """Predict every film under ``data_dir/{NORMAL,PNEUMONIA}`` and write the report.
 
@@ -252,16 +252,14 @@ def evaluate_model(data_dir: str | Path, model_dir: str | Path, out_dir: str | P
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` command's flags to ``parser``."""
     parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ (e.g. the test split)")
-    parser.add_argument("--model", default=None, help="model folder (default: the shipped model/)")
+    parser.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     parser.add_argument("--out", default="reports", help="where metrics.json, report.md and plots go")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``evaluate`` command from parsed arguments."""
-    from pneumonia.model import DEFAULT_MODEL_DIR
-
-    evaluate_model(args.data, args.model or DEFAULT_MODEL_DIR, args.out, args.bootstrap,
+    evaluate_model(args.data, args.model, args.out, args.bootstrap,
                    log=lambda m: print(m, flush=True))
     return 0
 

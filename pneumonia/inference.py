@@ -24,7 +24,7 @@ from PIL import Image
 from pneumonia.calibration import apply_temperature
 from pneumonia.errors import PneumoniaError
 from pneumonia.gradcam import overlay_heatmap
-from pneumonia.model import DEFAULT_MODEL_DIR, ModelMetadata, load_model
+from pneumonia.model import ModelMetadata, load_model
 from pneumonia.preprocessing import ImageSource, read_image, resize_image, to_batch
 
 
@@ -85,8 +85,8 @@ class Predictor:
         self._explain = explain
 
     @classmethod
-    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR) -> "Predictor":
-        """Load the model in ``model_dir`` (default: the shipped ``model/``).
+    def load(cls, model_dir: str | Path | None = None) -> "Predictor":
+        """Load the model in ``model_dir`` (default: ``$PNEUMONIA_MODEL_DIR`` or the shipped ``model/``).
 
         Raises:
             ModelLoadError: the model or metadata is missing, corrupt or inconsistent.

@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from pneumonia.errors import ModelLoadError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
+MODEL_DIR_ENV = "PNEUMONIA_MODEL_DIR"
 MODEL_FILENAME = "pneumonia_cnn.keras"
 METADATA_FILENAME = "metadata.json"
 LAST_CONV_LAYER = "last_conv"
@@ -142,6 +144,13 @@ def build_model(input_size: int, widths: tuple[int, ...] = (24, 48, 96, 160, 224
     return keras.Model(inputs, outputs, name="pneumonia_cnn")
 
 
+def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
+    """The model folder to use: ``model_dir`` if given, else ``$PNEUMONIA_MODEL_DIR``, else ``model/``."""
+    if model_dir is not None:
+        return Path(model_dir)
+    return Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
+
+
 def save_model(model, metadata: ModelMetadata, out_dir: str | Path) -> Path:
     """Write ``<out_dir>/pneumonia_cnn.keras`` and ``<out_dir>/metadata.json``.
 
@@ -183,11 +192,12 @@ def load_metadata(model_dir: str | Path) -> ModelMetadata:
         raise ModelLoadError(f"Model metadata {path} is malformed ({exc}).") from None
 
 
-def load_model(model_dir: str | Path = DEFAULT_MODEL_DIR):
+def load_model(model_dir: str | Path | None = None):
     """Load a trained network and its metadata, and check they agree.
 
     Args:
-        model_dir: folder holding ``pneumonia_cnn.keras`` and ``metadata.json``.
+        model_dir: folder holding ``pneumonia_cnn.keras`` and ``metadata.json``; ``None`` means
+            :func:`resolve_model_dir` (``$PNEUMONIA_MODEL_DIR`` or the shipped ``model/``).
 
     Returns:
         ``(model, metadata)``.
@@ -196,8 +206,9 @@ def load_model(model_dir: str | Path = DEFAULT_MODEL_DIR):
         ModelLoadError: a file is missing or corrupt, or the network's input shape, output
             shape or Grad-CAM layer disagree with the metadata.
     """
+    model_dir = resolve_model_dir(model_dir)
     metadata = load_metadata(model_dir)
-    path = Path(model_dir) / MODEL_FILENAME
+    path = model_dir / MODEL_FILENAME
     if not path.is_file():
         raise ModelLoadError(f"No model file at {path}: train a model or restore model/.")
     import keras

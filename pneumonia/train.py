@@ -208,6 +208,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         class_weight=class_weights(train_y),
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
                                                  restore_best_weights=True)],
+        shuffle=False,  # the tf.data pipeline shuffles, reproducibly
         verbose=2,
     )
     epochs_run = len(history.history["loss"])

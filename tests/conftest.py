@@ -34,10 +34,10 @@ def example_paths() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def predictor():
-    """The shipped model in model/, loaded once per test session."""
+    """The shipped model in model/ (or PNEUMONIA_MODEL_DIR), loaded once per test session."""
     from pneumonia import Predictor
 
-    return Predictor.load(ROOT / "model")
+    return Predictor.load()
 
 
 @pytest.fixture(scope="session")
