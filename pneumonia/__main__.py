@@ -15,7 +15,7 @@ from typing import Sequence
 
 from pneumonia.errors import PneumoniaError
 
-CSV_COLUMNS = ("path", "label", "pneumonia_probability", "normal_probability", "error")
+CSV_COLUMNS = ("path", "label", "pneumonia_probability", "normal_probability", "chest_xray_distance", "error")
 
 
 def collect_files(inputs: Sequence[str]) -> list[Path]:

@@ -22,10 +22,12 @@ import numpy as np
 from PIL import Image
 
 from pneumonia.calibration import apply_temperature
-from pneumonia.errors import PneumoniaError
+from pneumonia.errors import ModelLoadError, PneumoniaError
 from pneumonia.gradcam import overlay_heatmap
 from pneumonia.model import ModelMetadata, load_model
 from pneumonia.preprocessing import ImageSource, read_image, resize_image, to_batch
+
+UNKNOWN = "UNKNOWN"
 
 
 @dataclasses.dataclass
@@ -33,7 +35,8 @@ class Prediction:
     """The answer for one film.
 
     Attributes:
-        label: ``"NORMAL"`` or ``"PNEUMONIA"``.
+        label: ``"NORMAL"``, ``"PNEUMONIA"``, or ``"UNKNOWN"`` when the image does not look like a
+            frontal chest X-ray (then no diagnosis is made and no heatmap is computed).
         probabilities: calibrated ``{"NORMAL": p0, "PNEUMONIA": p1}``, ``p0 + p1 == 1``; the
             format ``gr.Label`` takes.
         threshold: the operating threshold on P(PNEUMONIA) the label was decided with.
@@ -41,6 +44,9 @@ class Prediction:
         image: the decoded film, ``float32 (H, W)`` in ``[0, 1]`` (for re-rendering overlays).
         heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` when ``explain=True``, else ``None``.
         overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``.
+        chest_xray_distance: squared Mahalanobis distance from the training films (see
+            :mod:`pneumonia.ood`), ``None`` when the model ships no gate.
+        is_chest_xray: False when that distance is beyond the gate's threshold.
     """
 
     label: str
@@ -50,6 +56,8 @@ class Prediction:
     image: Optional[np.ndarray] = None
     heatmap: Optional[np.ndarray] = None
     overlay: Optional[Image.Image] = None
+    chest_xray_distance: Optional[float] = None
+    is_chest_xray: bool = True
 
     @property
     def pneumonia_probability(self) -> float:
@@ -60,22 +68,28 @@ class Prediction:
 class Predictor:
     """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls."""
 
-    def __init__(self, model, metadata: ModelMetadata):
+    def __init__(self, model, metadata: ModelMetadata, gate=None):
+        import keras
         import tensorflow as tf
 
         from pneumonia.gradcam import build_gradcam_model, compute_gradcam
+        from pneumonia.ood import FEATURE_LAYER
 
         self.model = model
         self.metadata = metadata
+        self.gate = gate
         size = metadata.input_size
         spec = tf.TensorSpec((None, size, size, 1), tf.float32)
         gradcam_model = build_gradcam_model(model, metadata.last_conv_layer)
+        feature_model = keras.Model(model.inputs, [model.output, model.get_layer(FEATURE_LAYER).output])
 
         # Traced once per process: calling the model directly in a graph avoids the per-call
-        # overhead of model.predict, and Grad-CAM comes from the same forward pass.
+        # overhead of model.predict. One pass gives the logit and the pooled features the
+        # "not a chest X-ray" gate reads.
         @tf.function(input_signature=[spec])
         def forward(batch):
-            return model(batch, training=False)[:, 0]
+            logits, features = feature_model(batch, training=False)
+            return logits[:, 0], features
 
         @tf.function(input_signature=[spec, tf.TensorSpec((None,), tf.int32)])
         def explain(batch, class_index):
@@ -91,8 +105,18 @@ class Predictor:
         Raises:
             ModelLoadError: the model or metadata is missing, corrupt or inconsistent.
         """
+        from pneumonia.model import resolve_model_dir
+        from pneumonia.ood import OodGate
+
+        model_dir = resolve_model_dir(model_dir)
         model, metadata = load_model(model_dir)
-        return cls(model, metadata)
+        gate = None
+        if metadata.ood:
+            try:
+                gate = OodGate.load(model_dir)
+            except (OSError, KeyError, ValueError) as exc:
+                raise ModelLoadError(f"The chest X-ray gate file in {model_dir} is missing or corrupt ({exc}).") from None
+        return cls(model, metadata, gate)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -111,13 +135,36 @@ class Predictor:
         gray = read_image(image)
         return gray, to_batch(resize_image(gray, self.metadata.input_size))
 
-    def to_prediction(self, logit: float, gray: Optional[np.ndarray] = None) -> Prediction:
-        """Calibrate one logit and apply the threshold."""
+    def to_prediction(self, logit: float, gray: Optional[np.ndarray] = None,
+                      distance: Optional[float] = None) -> Prediction:
+        """Calibrate one logit, apply the threshold and the chest X-ray gate."""
         p = float(apply_temperature(np.array([logit]), self.metadata.temperature)[0])
         normal, pneumonia = self.class_names
-        label = pneumonia if p >= self.metadata.threshold else normal
+        is_chest_xray = distance is None or self.gate is None or distance <= self.gate.threshold
+        if not is_chest_xray:
+            label = UNKNOWN
+        else:
+            label = pneumonia if p >= self.metadata.threshold else normal
         return Prediction(label=label, probabilities={normal: 1.0 - p, pneumonia: p},
-                          threshold=float(self.metadata.threshold), logit=float(logit), image=gray)
+                          threshold=float(self.metadata.threshold), logit=float(logit), image=gray,
+                          chest_xray_distance=distance, is_chest_xray=is_chest_xray)
+
+    def score_batch(self, batch: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """Logits and gate distances for a model-ready batch.
+
+        Args:
+            batch: ``float32 (N, S, S, 1)`` in ``[0, 1]``.
+
+        Returns:
+            ``(logits (N,), distances (N,) or None when no gate ships)``, ``float64``.
+        """
+        from pneumonia.ood import describe_inputs
+
+        logits, features = self._forward(batch)
+        logits = logits.numpy().astype(np.float64)
+        if self.gate is None:
+            return logits, None
+        return logits, self.gate.distances(describe_inputs(batch, features.numpy()))
 
     def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
                 max_overlay_side: Optional[int] = None) -> Prediction:
@@ -138,21 +185,17 @@ class Predictor:
             InvalidImageError: the input cannot be read as a film.
         """
         gray, batch = self.preprocess(image)
-        if not explain:
-            return self.to_prediction(float(self._forward(batch).numpy()[0]), gray)
+        logits, distances = self.score_batch(batch)
+        result = self.to_prediction(logits[0], gray, None if distances is None else float(distances[0]))
+        if not explain or result.label == UNKNOWN:
+            return result
         # The class to explain depends on the calibrated threshold, which is not at logit 0 in
-        # general; the forward pass is cheap next to the gradient, so decide first.
-        logit = float(self._forward(batch).numpy()[0])
-        result = self.to_prediction(logit, gray)
+        # general, so the label is decided before the gradient pass.
         class_index = self.class_names.index(result.label)
         _, cam = self._explain(batch, np.array([class_index], dtype=np.int32))
         result.heatmap = cam.numpy()[0].astype(np.float32)
         result.overlay = render_overlay(gray, result.heatmap, alpha, max_overlay_side)
         return result
-
-    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
-        """Raw logits for a model-ready batch ``float32 (N, S, S, 1)`` in ``[0, 1]``; ``(N,)``."""
-        return self._forward(batch).numpy().astype(np.float64)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[dict]:
         """Classify many files: decoding runs in threads while the network works on the last batch.
@@ -163,9 +206,10 @@ class Predictor:
             workers: decoding threads.
 
         Yields:
-            One dict per path, in order: ``path``, ``label``, ``pneumonia_probability``,
-            ``normal_probability``, ``error`` (empty on success; label and probabilities empty
-            on failure).
+            One dict per path, in order: ``path``, ``label`` (NORMAL, PNEUMONIA or UNKNOWN),
+            ``pneumonia_probability``, ``normal_probability`` (the CNN's calibrated output, given
+            for UNKNOWN rows too but not a diagnosis there), ``chest_xray_distance`` and
+            ``error`` (empty on success; every other field empty on failure).
         """
         size = self.metadata.input_size
 
@@ -190,19 +234,23 @@ class Predictor:
     def _classify_chunk(self, paths: list, futures: list) -> Iterator[dict]:
         loaded = [f.result() for f in futures]
         good = [i for i, (image, _) in enumerate(loaded) if image is not None]
-        logits = {}
+        scores = {}
         if good:
             batch = np.stack([loaded[i][0] for i in good])[..., None].astype(np.float32)
-            logits = dict(zip(good, self.predict_logits(batch)))
+            logits, distances = self.score_batch(batch)
+            for j, i in enumerate(good):
+                scores[i] = (logits[j], None if distances is None else float(distances[j]))
         for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
-            if i in logits:
-                r = self.to_prediction(logits[i])
+            if i in scores:
+                r = self.to_prediction(*scores[i])
                 yield {"path": str(path), "label": r.label,
                        "pneumonia_probability": round(r.pneumonia_probability, 6),
-                       "normal_probability": round(1.0 - r.pneumonia_probability, 6), "error": ""}
+                       "normal_probability": round(1.0 - r.pneumonia_probability, 6),
+                       "chest_xray_distance": "" if r.chest_xray_distance is None else round(r.chest_xray_distance, 2),
+                       "error": ""}
             else:
                 yield {"path": str(path), "label": "", "pneumonia_probability": "",
-                       "normal_probability": "", "error": error}
+                       "normal_probability": "", "chest_xray_distance": "", "error": error}
 
 
 def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
@@ -268,3 +316,28 @@ def make_preview(image: ImageSource, max_side: int = 768) -> Image.Image:
     if scale < 1.0:
         preview = preview.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.LANCZOS)
     return preview
+
+
+def shrink_for_display(result: Prediction, max_side: int) -> Prediction:
+    """A copy of ``result`` light enough to keep per session for re-rendering its overlay.
+
+    The film is shrunk so its longer side is at most ``max_side`` (the size overlays are shown
+    at; a full-size film is tens of MB of float32) and the rendered overlay is dropped, so
+    ``render_overlay(copy.image, copy.heatmap, alpha)`` gives the displayed overlay again.
+
+    Args:
+        result: a prediction holding its decoded film (``image``).
+        max_side: longest side of the kept film in pixels.
+
+    Returns:
+        A new :class:`Prediction`; ``result`` is not modified.
+    """
+    gray = result.image
+    if gray is not None and max(gray.shape) > max_side:
+        import cv2
+
+        height, width = gray.shape
+        scale = max_side / max(height, width)
+        gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
+                          interpolation=cv2.INTER_AREA)
+    return dataclasses.replace(result, image=gray, overlay=None)
