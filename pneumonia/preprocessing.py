@@ -26,6 +26,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from pneumonia.dicom import has_dicom_magic, has_dicom_name, looks_like_bare_dicom, read_dicom
 from pneumonia.errors import InvalidImageError
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -37,13 +38,19 @@ MAX_PIXELS = 50_000_000
 MIN_SIDE = 32
 # A frontal chest film is roughly square; a 1:4 sliver is not one.
 MAX_ASPECT_RATIO = 4.0
+# The raster formats Pillow may try (DICOM is read by pneumonia.dicom; "JPEG" includes MPO). The
+# whitelist keeps magic-less formats (TGA ...) from claiming random bytes, and formats that need
+# external programs (EPS via Ghostscript) away from untrusted uploads. GIF is in it so that an
+# animation gets its own message.
+PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF", "PPM", "JPEG2000")
 
 
 def read_image(source: ImageSource) -> np.ndarray:
     """Decode an image from a path, bytes, PIL image or numpy array into grayscale floats.
 
-    EXIF orientation is applied. Modes 1, L, LA, P, RGB, RGBA, CMYK, I, I;16 and F are accepted;
-    colour is reduced to luminance (ITU-R 601), alpha is dropped.
+    Files and bytes may be PNG, JPEG, TIFF, BMP, WebP, GIF, PGM, JPEG 2000 or DICOM (see
+    :func:`decode_bytes`). EXIF orientation is applied. Modes 1, L, LA, P, RGB, RGBA, CMYK, I,
+    I;16 and F are accepted; colour is reduced to luminance (ITU-R 601), alpha is dropped.
 
     Args:
         source: a file path, the file's bytes, a ``PIL.Image.Image``, or a numpy array of shape
@@ -54,8 +61,8 @@ def read_image(source: ImageSource) -> np.ndarray:
         ``float32`` array of shape ``(H, W)`` with values in ``[0, 1]``.
 
     Raises:
-        InvalidImageError: the input is empty, not an image, truncated, too large, too small or
-            of a shape no chest film has.
+        InvalidImageError: the input is empty, not an image, truncated, animated, multi-frame,
+            colour DICOM, too large, too small or of a shape no chest film has.
     """
     if isinstance(source, np.ndarray):
         return _check_shape(array_to_gray(source))
@@ -83,32 +90,71 @@ def read_image(source: ImageSource) -> np.ndarray:
 
 
 def decode_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
-    """Decode an encoded image file (any format Pillow reads) into grayscale floats.
+    """Decode an encoded image file (PNG, JPEG, TIFF, BMP, WebP, GIF, PGM, JPEG 2000 or DICOM).
+
+    DICOM is recognised by the ``DICM`` magic at byte 128; files named ``.dcm`` / ``.dicom`` (or
+    starting like a DICOM data set) that Pillow cannot read are also tried as DICOM without the
+    preamble. See :mod:`pneumonia.dicom` for how DICOM values become grayscale.
 
     Args:
         data: the file's bytes.
-        name: how to call the file in error messages (never a patient detail).
+        name: how to call the file in error messages (the file name; never a patient detail).
 
     Returns:
         ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
 
     Raises:
-        InvalidImageError: empty, unreadable, truncated or oversized input.
+        InvalidImageError: empty, unreadable, truncated, animated, multi-frame or oversized input.
     """
     if not data:
         raise InvalidImageError(f"{name} is empty (0 bytes).")
+    if has_dicom_magic(data):
+        return read_dicom(data, name, max_pixels=MAX_PIXELS)
+    try:
+        return _decode_with_pillow(data, name)
+    except _NotAnImage:
+        if has_dicom_name(name) or looks_like_bare_dicom(data):
+            try:
+                return read_dicom(data, name, max_pixels=MAX_PIXELS)
+            except InvalidImageError:
+                if has_dicom_name(name):
+                    raise
+        head = data[:1024].lstrip().lower()
+        if head.startswith((b"<?xml", b"<svg", b"<!doctype svg")) and b"<svg" in head:
+            raise InvalidImageError(
+                f"{name} is an SVG drawing, not a photograph or scan of a film "
+                "(use PNG, JPEG, TIFF, BMP, WebP or DICOM)."
+            ) from None
+        raise InvalidImageError(
+            f"{name} is not an image format this app can read "
+            "(use PNG, JPEG, TIFF, BMP, WebP or DICOM)."
+        ) from None
+
+
+class _NotAnImage(Exception):
+    """Pillow recognised no (allowed) format in the bytes."""
+
+
+def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
+    """Decode ``data`` with Pillow, restricted to :data:`PILLOW_FORMATS`.
+
+    Raises:
+        _NotAnImage: no allowed format recognised (the caller may still try DICOM).
+        InvalidImageError: a recognised image that is damaged, animated or oversized.
+    """
     with warnings.catch_warnings():
         # Pillow warns, then raises, on huge canvases; make both an error we can word.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data), formats=PILLOW_FORMATS) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise InvalidImageError(
                         f"{name} declares {width}x{height} pixels, more than any X-ray "
                         f"({MAX_PIXELS // 1_000_000} megapixels at most)."
                     )
-                if getattr(image, "n_frames", 1) > 1:
+                # MPO (a JPEG with extra pictures, as phones write) is read as its first picture.
+                if image.format != "MPO" and getattr(image, "n_frames", 1) > 1:
                     raise InvalidImageError(
                         f"{name} has {image.n_frames} frames (an animation or a stack); "
                         "upload a single frontal film."
@@ -118,16 +164,16 @@ def decode_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
         except InvalidImageError:
             raise
         except UnidentifiedImageError:
-            raise InvalidImageError(
-                f"{name} is not an image format this app can read "
-                "(use PNG, JPEG, TIFF, BMP or WebP)."
-            ) from None
+            raise _NotAnImage() from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidImageError(
                 f"{name} declares more pixels than any X-ray; it was not opened."
             ) from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            # Pillow reports truncated and corrupt files as OSError/SyntaxError/ValueError.
+        except MemoryError:
+            raise InvalidImageError(f"{name} is too large to decode.") from None
+        except Exception as exc:
+            # Pillow reports truncated and corrupt files as OSError, SyntaxError, ValueError,
+            # EOFError, struct.error, IndexError ...: on bytes from outside, all mean "damaged".
             raise InvalidImageError(f"{name} is damaged or truncated and cannot be decoded.") from exc
 
 
@@ -158,7 +204,13 @@ def pil_to_gray(image: Image.Image) -> np.ndarray:
     elif mode != "L":
         # P, RGB, RGBA, CMYK, YCbCr, 1 ...: go through RGB so palette and CMYK are resolved,
         # then take ITU-R 601 luminance.
-        image = image.convert("RGB").convert("L")
+        try:
+            image = image.convert("RGB").convert("L")
+        except (ValueError, OSError):
+            raise InvalidImageError(
+                f"Images in the {mode} colour mode are not supported; save the film as grayscale "
+                "or RGB."
+            ) from None
     return np.asarray(image, dtype=np.float32) / 255.0
 
 

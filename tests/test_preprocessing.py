@@ -1,0 +1,277 @@
+"""Decoding and the intensity convention: every Pillow mode, several sizes, EXIF orientation.
+
+Expected values are computed here from the definitions (v / 255, v / 65535, ITU-R 601 luminance,
+the naive CMYK -> RGB formula), not by calling the code under test.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pneumonia.errors import InvalidImageError, PneumoniaError
+from pneumonia.preprocessing import (
+    check_model_input,
+    decode_bytes,
+    preprocess_image,
+    read_image,
+    resize_image,
+    to_batch,
+)
+
+# One LSB of an 8-bit value, plus slack for Pillow's fixed-point luminance rounding.
+TOL_8BIT = 1.0 / 255 + 1e-6
+SIZES = [(32, 32), (40, 97), (224, 224), (300, 257), (2048, 2500)]  # (height, width)
+
+
+def _encode(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _rng_uint8(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma of an (H, W, 3) array of 0..255 values, as 0..1 floats."""
+    rgb = rgb.astype(np.float64)
+    return (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0
+
+
+def _assert_convention(gray: np.ndarray, shape) -> None:
+    assert gray.dtype == np.float32
+    assert gray.shape == tuple(shape)
+    assert float(gray.min()) >= 0.0 and float(gray.max()) <= 1.0
+
+
+# --- every mode, against an independent computation -------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SIZES)
+def test_mode_L_gradient_is_v_over_255(shape):
+    height, width = shape
+    values = ((np.arange(height)[:, None] * 7 + np.arange(width)[None, :] * 3) % 256).astype(np.uint8)
+    gray = read_image(_encode(Image.fromarray(values, mode="L")))
+    _assert_convention(gray, shape)
+    np.testing.assert_array_equal(gray, values.astype(np.float32) / np.float32(255))
+
+
+@pytest.mark.parametrize("shape", SIZES)
+def test_mode_I16_is_v_over_65535(shape):
+    height, width = shape
+    values = ((np.arange(height)[:, None] * 131 + np.arange(width)[None, :] * 17) % 65536).astype(np.uint16)
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    gray = read_image(_encode(image))
+    _assert_convention(gray, shape)
+    np.testing.assert_allclose(gray, values.astype(np.float64) / 65535.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", SIZES[:4])
+def test_mode_RGB_is_itu601_luminance(shape):
+    rgb = _rng_uint8(shape + (3,), seed=1)
+    gray = read_image(_encode(Image.fromarray(rgb, mode="RGB")))
+    _assert_convention(gray, shape)
+    np.testing.assert_allclose(gray, _luminance(rgb), atol=TOL_8BIT)
+
+
+@pytest.mark.parametrize("shape", SIZES[:4])
+def test_mode_RGBA_drops_alpha(shape):
+    rgba = _rng_uint8(shape + (4,), seed=2)
+    gray = read_image(_encode(Image.fromarray(rgba, mode="RGBA")))
+    _assert_convention(gray, shape)
+    np.testing.assert_allclose(gray, _luminance(rgba[..., :3]), atol=TOL_8BIT)
+
+
+@pytest.mark.parametrize("shape", SIZES[:4])
+def test_mode_LA_drops_alpha(shape):
+    la = _rng_uint8(shape + (2,), seed=3)
+    gray = read_image(_encode(Image.fromarray(la, mode="LA")))
+    _assert_convention(gray, shape)
+    np.testing.assert_array_equal(gray, la[..., 0].astype(np.float32) / np.float32(255))
+
+
+@pytest.mark.parametrize("shape", SIZES[:4])
+def test_mode_P_is_luminance_of_the_palette_colour(shape):
+    palette = _rng_uint8((256, 3), seed=4)
+    indices = _rng_uint8(shape, seed=5)
+    image = Image.fromarray(indices, mode="L")
+    image = image.convert("P")
+    image.putpalette(palette.flatten().tolist())
+    image.putdata(indices.flatten().tolist())
+    gray = read_image(_encode(image))
+    _assert_convention(gray, shape)
+    np.testing.assert_allclose(gray, _luminance(palette[indices]), atol=TOL_8BIT)
+
+
+@pytest.mark.parametrize("shape", SIZES[:4])
+def test_mode_CMYK_goes_through_naive_rgb(shape):
+    cmyk = _rng_uint8(shape + (4,), seed=6)
+    image = Image.frombytes("CMYK", (shape[1], shape[0]), cmyk.tobytes())
+    gray = read_image(_encode(image, "TIFF"))  # TIFF keeps CMYK losslessly
+    _assert_convention(gray, shape)
+    c, m, y, k = (cmyk[..., i].astype(np.float64) for i in range(4))
+    rgb = np.stack([(255 - c) * (255 - k), (255 - m) * (255 - k), (255 - y) * (255 - k)], -1) / 255
+    np.testing.assert_allclose(gray, _luminance(rgb), atol=1.5 / 255)
+
+
+@pytest.mark.parametrize("shape", SIZES[:4])
+def test_mode_1_is_zero_or_one(shape):
+    bits = _rng_uint8(shape, seed=7) > 127
+    image = Image.fromarray(bits.astype(np.uint8) * 255, mode="L").convert("1", dither=Image.Dither.NONE)
+    gray = read_image(_encode(image))
+    _assert_convention(gray, shape)
+    np.testing.assert_array_equal(gray, bits.astype(np.float32))
+
+
+def test_mode_I_32bit_is_v_over_65535():
+    values = (np.arange(64 * 64).reshape(64, 64) * 11 % 65536).astype(np.int32)
+    image = Image.fromarray(values)
+    assert image.mode == "I"
+    gray = read_image(image)
+    np.testing.assert_allclose(gray, values / 65535.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP", "PPM"])
+def test_lossless_formats_keep_8bit_values(fmt):
+    values = _rng_uint8((50, 61), seed=8)
+    gray = decode_bytes(_encode(Image.fromarray(values, mode="L"), fmt))
+    np.testing.assert_array_equal(gray, values.astype(np.float32) / np.float32(255))
+
+
+# --- numpy and PIL inputs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.full((40, 40), 51, np.uint8), 0.2),
+        (np.full((40, 40), 13107, np.uint16), 0.2),
+        (np.full((40, 40), 0.2, np.float64), 0.2),
+        (np.full((40, 40, 1), 51, np.uint8), 0.2),
+        (np.ones((40, 40), bool), 1.0),
+        (np.dstack([np.full((40, 40), 100, np.uint8)] * 3), 100 / 255),
+        (np.dstack([np.full((40, 40), 100, np.uint8)] * 3 + [np.zeros((40, 40), np.uint8)]), 100 / 255),
+    ],
+)
+def test_array_inputs(array, expected):
+    gray = read_image(array)
+    _assert_convention(gray, (40, 40))
+    np.testing.assert_allclose(gray, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((40, 40, 2), np.uint8),  # two channels
+        np.zeros((2, 40, 40, 1), np.uint8),  # a batch
+        np.full((40, 40), 1.5),  # float outside [0, 1]
+        np.full((40, 40), np.nan),
+        np.zeros((40, 40), np.int64),  # unsupported dtype
+    ],
+)
+def test_array_inputs_rejected(array):
+    with pytest.raises(InvalidImageError) as info:
+        read_image(array)
+    assert str(info.value)
+
+
+def test_unsupported_source_type():
+    with pytest.raises(PneumoniaError):
+        read_image(12345)
+
+
+# --- EXIF orientation -----------------------------------------------------------------------------
+
+# EXIF orientation -> how the stored pixels must be turned to be shown upright (numpy terms).
+ORIENTATIONS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: np.rot90(a, 2),
+    4: lambda a: a[::-1, :],
+    6: lambda a: np.rot90(a, -1),  # stored rotated 90 degrees counter-clockwise: turn clockwise
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_exif_orientation_is_honoured(orientation):
+    stored = np.zeros((60, 100), np.uint8)  # landscape as stored
+    stored[:20, :30] = 255  # a bright block in the top-left corner of the stored pixels
+    stored[40:, 60:] = 128
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _encode(Image.fromarray(stored, mode="L"), "JPEG", quality=95, exif=exif.tobytes())
+
+    with Image.open(io.BytesIO(data)) as raw:  # the stored pixels, orientation ignored
+        raw_pixels = np.asarray(raw.convert("L"), dtype=np.float32) / np.float32(255)
+    expected = ORIENTATIONS[orientation](raw_pixels)
+
+    gray = read_image(data)
+    assert gray.shape == expected.shape
+    np.testing.assert_array_equal(gray, expected)
+
+
+def test_exif_orientation_6_portrait_film():
+    stored = np.tile(np.linspace(0, 255, 120, dtype=np.uint8), (80, 1))  # 80 x 120 stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    gray = read_image(_encode(Image.fromarray(stored, mode="L"), "JPEG", quality=100, exif=exif.tobytes()))
+    assert gray.shape == (120, 80)  # shown portrait
+    # Rotated clockwise: the stored left-to-right ramp now runs top to bottom.
+    column = gray[:, 40]
+    assert column[0] < 0.05 and column[-1] > 0.95
+    assert np.all(np.diff(column.astype(np.float64)) > -0.03)
+
+
+# --- resize, batch and the model-input contract -------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (300, 257), (2048, 2500)])
+@pytest.mark.parametrize("size", [64, 224])
+def test_resize_and_preprocess(shape, size):
+    values = _rng_uint8(shape, seed=9)
+    gray = read_image(values)
+    resized = resize_image(gray, size)
+    _assert_convention(resized, (size, size))
+    batch = preprocess_image(values, size)
+    _assert_convention(batch, (1, size, size, 1))
+    check_model_input(batch, size)
+    np.testing.assert_array_equal(batch, to_batch(resized))
+
+
+def test_resize_of_a_constant_is_constant():
+    np.testing.assert_allclose(resize_image(np.full((300, 200), 0.25, np.float32), 64), 0.25, atol=1e-6)
+
+
+def test_to_batch_shape():
+    batch = to_batch(np.zeros((7, 9), np.float32))
+    assert batch.shape == (1, 7, 9, 1) and batch.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "batch, why",
+    [
+        (np.zeros((1, 64, 64, 1), np.float64), "float32"),
+        (np.zeros((1, 64, 64, 1), np.uint8), "float32"),
+        (np.zeros((64, 64), np.float32), "shape"),
+        (np.zeros((1, 64, 64), np.float32), "shape"),
+        (np.zeros((1, 64, 64, 3), np.float32), "shape"),
+        (np.zeros((1, 32, 32, 1), np.float32), "shape"),
+        (np.full((1, 64, 64, 1), 1.01, np.float32), "range"),
+        (np.full((1, 64, 64, 1), -0.01, np.float32), "range"),
+        (np.full((1, 64, 64, 1), 255.0, np.float32), "range"),
+    ],
+)
+def test_check_model_input_rejects(batch, why):
+    with pytest.raises(ValueError):
+        check_model_input(batch, 64)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_check_model_input_accepts(n):
+    check_model_input(np.linspace(0, 1, n * 64 * 64, dtype=np.float32).reshape(n, 64, 64, 1), 64)
