@@ -32,9 +32,121 @@ FINDINGS = {
         "**When to escalate:** whenever symptoms persist or worsen, or the clinical findings "
         "(fever, crackles, hypoxia) suggest pneumonia despite this result."
     ),
+    "UNKNOWN": (
+        "**What the model's label means:** the image does not look like a frontal chest X-ray of the "
+        "kind the model was trained on, so **no pneumonia assessment is given**. Its probabilities "
+        "would be meaningless here and are not shown.\n\n"
+        "**Common causes:** a lateral or oblique view, a film of another body part, a photograph or "
+        "screenshot of a film, heavy cropping or annotation, or an inverted or very dark export.\n\n"
+        "**What to do:** upload the original frontal (PA or AP) chest film, ideally the DICOM or a "
+        "full-resolution export. A clinician should read the film in any case."
+    ),
 }
 
 HEATMAP_LEGEND = (
     "Grad-CAM: red marks the regions that pushed the model most towards its answer, blue and "
     "untinted ones the least. It shows where the model looked, not the outline of a lesion."
 )
+
+HEATMAP_SCALE = (
+    "untinted or blue: little influence; yellow to red: most influence on the answer. "
+    "Where the model looked, not the outline of a lesion."
+)
+
+MODEL_CARD_INTENDED_USE = (
+    "**Intended use.** A teaching and research demonstration of how a convolutional network can "
+    "flag frontal chest films for a second look. It is not intended to diagnose, to triage real "
+    "patients, or to replace a radiologist's report."
+)
+
+MODEL_CARD_LIMITS = (
+    "**Limits.** Trained on one public paediatric dataset (ages 1 to 5, one hospital in "
+    "Guangzhou, anterior-posterior films). Adult films, other hospitals and scanners, lateral "
+    "views, devices and lines, and conditions other than pneumonia (effusion alone, masses, "
+    "heart failure, tuberculosis, COVID-19) were not represented and may be misread. The label "
+    "does not separate bacterial from viral pneumonia. Figures come from a held-out split of the "
+    "same source, so they overstate performance elsewhere."
+)
+
+MODEL_CARD_PRIVACY = (
+    "**Privacy.** An upload is kept only in a temporary folder the app owns, shown back only to "
+    "the person who sent it, and deleted automatically {retention}. Images, DICOM tags and "
+    "results are never logged or stored."
+)
+
+_METRIC_NAMES = (
+    ("sensitivity", "Sensitivity (pneumonia found)"),
+    ("specificity", "Specificity (normal cleared)"),
+    ("accuracy", "Accuracy"),
+    ("roc_auc", "ROC AUC"),
+)
+_SPLIT_NAMES = (("test", "Held-out test set"), ("validation", "Validation split"))
+
+
+def format_model_card(metadata, retention_s: int | None = None) -> str:
+    """The model card as Markdown: data, figures with 95% intervals, intended use and limits.
+
+    Args:
+        metadata: a :class:`pneumonia.model.ModelMetadata`; missing or partial ``metrics`` and
+            ``training`` entries are left out rather than failing.
+        retention_s: how long temporary copies of uploads live, for the privacy note.
+
+    Returns:
+        Markdown text.
+    """
+    training = getattr(metadata, "training", None) or {}
+    metrics = getattr(metadata, "metrics", None) or {}
+    lines = [f"**Model** version {getattr(metadata, 'version', '?')}"]
+    if getattr(metadata, "architecture", ""):
+        lines[0] += f": {metadata.architecture}"
+    lines[0] += f"; input {metadata.input_size} x {metadata.input_size} px grayscale."
+    data = training.get("dataset") or training.get("data")
+    if data:
+        counts = ", ".join(f"{training[k]} {label}" for k, label in
+                           (("train_films", "training films"), ("val_films", "validation films"))
+                           if isinstance(training.get(k), int))
+        lines.append(f"**Data.** {data}" + (f" ({counts})." if counts else "."))
+    lines.append(
+        f"**Operating point.** PNEUMONIA when the calibrated probability is at least "
+        f"{float(metadata.threshold):.1%} (temperature-scaled, fitted on the validation split)."
+    )
+    for key, title in _SPLIT_NAMES:
+        figures = metrics.get(key)
+        if isinstance(figures, dict) and figures:
+            lines.append(_metrics_table(title, figures))
+    if not any(isinstance(metrics.get(key), dict) and metrics.get(key) for key, _ in _SPLIT_NAMES):
+        lines.append("*No evaluation figures are recorded for this model.*")
+    elif not isinstance(metrics.get("test"), dict):
+        lines.append("*Test-set figures are not recorded yet; the validation split guided training "
+                     "and calibration, so its figures are optimistic.*")
+    retention = f"within {_duration(retention_s)}" if retention_s else "when the app stops"
+    lines += [MODEL_CARD_INTENDED_USE, MODEL_CARD_LIMITS, MODEL_CARD_PRIVACY.format(retention=retention),
+              DISCLAIMER]
+    return "\n\n".join(lines)
+
+
+def _metrics_table(title: str, figures: dict) -> str:
+    intervals = figures.get("ci95") if isinstance(figures.get("ci95"), dict) else {}
+    n = figures.get("n")
+    header = f"**{title}**" + (f" ({n} films)" if isinstance(n, int) else "")
+    rows = ["| Measure | Value | 95% CI |", "|---|---|---|"]
+    for key, name in _METRIC_NAMES:
+        value = figures.get(key)
+        if not isinstance(value, (int, float)):
+            continue
+        ci = intervals.get(key)
+        ci_text = "n/a"
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+            ci_text = f"{ci[0]:.3f} to {ci[1]:.3f}"
+        rows.append(f"| {name} | {value:.3f} | {ci_text} |")
+    if len(rows) == 2:
+        return header + ": no figures recorded."
+    return header + "\n\n" + "\n".join(rows)
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} hour" + ("s" if seconds != 3600 else "")
+    if seconds % 60 == 0:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
