@@ -142,6 +142,14 @@ READY_BANNER = ('<div class="verdict idle" role="status" aria-live="polite"><h2>
                 "<p>Film loaded. Press <strong>Analyze</strong> for the verdict and heatmap.</p></div>")
 
 
+def summarize(result, known: bool) -> dict:
+    """The verdict as data: label, P(pneumonia) (``None`` when not a chest film) and threshold."""
+    return {"label": result.label,
+            "pneumonia_probability": round(float(result.pneumonia_probability), 6) if known else None,
+            "threshold": float(result.threshold),
+            "is_chest_xray": bool(getattr(result, "is_chest_xray", known))}
+
+
 def log_failure(exc: BaseException) -> None:
     """Log an unexpected error by type and code location only: messages may quote the upload."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -166,7 +174,7 @@ def build_demo(predictor) -> gr.Blocks:
 
     def show_upload(path):
         """A new file: preview it and clear the previous result so no stale verdict remains."""
-        cleared = (None, None, IDLE_BANNER if not path else READY_BANNER, NOTES_PLACEHOLDER, None, VIEWS[0])
+        cleared = (None, None, None, IDLE_BANNER if not path else READY_BANNER, NOTES_PLACEHOLDER, None, VIEWS[0])
         if not path:
             return (None, *cleared)
         try:
@@ -194,7 +202,7 @@ def build_demo(predictor) -> gr.Blocks:
         confidences = result.probabilities if known else result.label
         overlay = result.overlay if getattr(result, "heatmap", None) is not None else None
         notes = FINDINGS.get(result.label, FINDINGS["UNKNOWN"])
-        return (confidences, overlay, verdict_html(result, class_names), notes,
+        return (confidences, overlay, summarize(result, known), verdict_html(result, class_names), notes,
                 shrink_for_display(result, OVERLAY_MAX_SIDE), VIEWS[0])
 
     def rerender(result, alpha, view):
@@ -206,7 +214,8 @@ def build_demo(predictor) -> gr.Blocks:
         return render_overlay(result.image, result.heatmap, alpha, OVERLAY_MAX_SIDE)
 
     examples = list_examples()
-    with gr.Blocks(title="Chest X-ray pneumonia screening", delete_cache=(min(ttl, 600), ttl)) as demo:
+    with gr.Blocks(title="Chest X-ray pneumonia screening", delete_cache=(min(ttl, 600), ttl),
+                   analytics_enabled=False) as demo:
         gr.Markdown("# Chest X-ray pneumonia screening\nUpload a frontal chest X-ray (image or DICOM) "
                     "and press **Analyze**: a CNN answers NORMAL or PNEUMONIA with a calibrated "
                     "probability and a Grad-CAM heatmap of where it looked.")
@@ -228,6 +237,9 @@ def build_demo(predictor) -> gr.Blocks:
                                 label=f"Example films graded {truth} by radiologists (never used in training)",
                                 examples_per_page=len(paths))
             with gr.Column(scale=1, min_width=300):
+                # For API users: gr.Label's own "label" is the most probable class, which is not
+                # the verdict when P(pneumonia) lies between 0.5 and the operating threshold.
+                summary = gr.JSON(label="Verdict", visible=False)
                 banner = gr.HTML(IDLE_BANNER, css_template=BANNER_CSS, js_on_load=None, elem_id="verdict")
                 confidences = gr.Label(label="Calibrated confidence", num_top_classes=2, show_heading=False)
                 overlay = gr.Image(label="Grad-CAM overlay", type="pil", interactive=False, format="jpeg",
@@ -246,12 +258,13 @@ def build_demo(predictor) -> gr.Blocks:
             gr.Markdown(format_model_card(predictor.metadata, retention_s=min(ttl, 600) + ttl))
 
         upload.change(show_upload, inputs=[upload],
-                      outputs=[film, confidences, overlay, banner, notes, state, view],
+                      outputs=[film, confidences, overlay, summary, banner, notes, state, view],
                       api_name=False, show_progress="minimal")
         # On a phone the result sits below the examples: bring it (and its progress bar) into view.
         analyze_button.click(None, js=SCROLL_TO_RESULT_JS)
         analyze_button.click(analyze, inputs=[upload, opacity],
-                             outputs=[confidences, overlay, banner, notes, state, view], api_name="predict")
+                             outputs=[confidences, overlay, summary, banner, notes, state, view],
+                             api_name="predict")
         opacity.release(rerender, inputs=[state, opacity, view], outputs=[overlay], api_name=False,
                         show_progress="hidden")
         view.input(rerender, inputs=[state, opacity, view], outputs=[overlay], api_name=False,
