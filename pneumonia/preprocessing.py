@@ -143,6 +143,8 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
         InvalidImageError: a recognised image that is damaged, animated or oversized.
     """
     with warnings.catch_warnings():
+        # Corrupt files make Pillow warn ("Corrupt EXIF data" ...) before failing or coping.
+        warnings.simplefilter("ignore", UserWarning)
         # Pillow warns, then raises, on huge canvases; make both an error we can word.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -187,7 +189,9 @@ def pil_to_gray(image: Image.Image) -> np.ndarray:
         ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
     """
     try:
-        image = ImageOps.exif_transpose(image)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block must not stop an otherwise good film
         pass
     mode = image.mode
