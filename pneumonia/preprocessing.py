@@ -5,8 +5,12 @@ Intensity convention (the one place it is written down; :func:`check_model_input
     The network eats ``float32`` arrays of shape ``(N, S, S, 1)`` with values in ``[0, 1]``:
     one grayscale channel, 0 = black (air on a standard film), 1 = white (bone), the full
     range of the source's sample type mapped linearly onto ``[0, 1]`` (8-bit: ``v / 255``,
-    16-bit: ``v / 65535``). ``S`` is ``metadata.input_size``. Films are squashed to a square
-    (no letterbox) because the training films were stored that way.
+    16-bit: ``v / 65535``). DICOM is the exception, because its stored values are not meant to be
+    shown as they are: the modality LUT and the VOI transform (VOI LUT, else window) are applied
+    and the VOI output range is mapped onto ``[0, 1]`` (the image's own min..max when the file has
+    no VOI transform); MONOCHROME1 is inverted (:mod:`pneumonia.dicom`). ``S`` is
+    ``metadata.input_size``. Films are squashed to a square (no letterbox) because the training
+    films were stored that way.
 
 The network standardises each image itself (zero mean, unit variance), so the absolute scale of
 that range does not matter to its answer; that is what lets an 8-bit JPEG and a 12-bit film in a
