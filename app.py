@@ -20,6 +20,8 @@ import html
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import traceback
 from pathlib import Path
@@ -172,27 +174,28 @@ def build_demo(predictor) -> gr.Blocks:
     class_names = tuple(predictor.class_names)
     ttl = cache_ttl_s()
 
-    def show_upload(path):
+    def show_upload(film):
         """A new file: preview it and clear the previous result so no stale verdict remains."""
-        cleared = (None, None, None, IDLE_BANNER if not path else READY_BANNER, NOTES_PLACEHOLDER, None, VIEWS[0])
-        if not path:
+        cleared = (None, None, None, IDLE_BANNER if not film else READY_BANNER, NOTES_PLACEHOLDER, None, VIEWS[0])
+        if not film:
             return (None, *cleared)
         try:
-            film = make_preview(path)
+            preview = make_preview(film)
         except PneumoniaError as exc:
             raise gr.Error(str(exc), title="Cannot read this file", print_exception=False) from None
         except Exception as exc:
             log_failure(exc)
             raise gr.Error("This file could not be read.", print_exception=False) from None
-        return (film, *cleared)
+        return (preview, *cleared)
 
-    def analyze(path, alpha, progress=gr.Progress()):
-        if not path:
+    def analyze(film, alpha, progress=gr.Progress()):
+        """Classify the uploaded file (its bytes) and explain the answer at opacity ``alpha``."""
+        if not film:
             raise gr.Error("Upload a chest X-ray, or pick an example, first.", title="No film",
                            print_exception=False)
         progress(0.2, desc="Running the CNN and Grad-CAM")
         try:
-            result = predictor.predict(path, explain=True, alpha=alpha, max_overlay_side=OVERLAY_MAX_SIDE)
+            result = predictor.predict(film, explain=True, alpha=alpha, max_overlay_side=OVERLAY_MAX_SIDE)
         except PneumoniaError as exc:
             raise gr.Error(str(exc), title="Cannot analyse this file", print_exception=False) from None
         except Exception as exc:
@@ -214,6 +217,11 @@ def build_demo(predictor) -> gr.Blocks:
         return render_overlay(result.image, result.heatmap, alpha, OVERLAY_MAX_SIDE)
 
     examples = list_examples()
+    # The bundled films are served from examples/ itself rather than copied into the temporary
+    # folder: copies made for gr.File examples are not exempt from delete_cache, so they would
+    # vanish after the first TTL and break the examples; and the temporary folder then holds
+    # nothing but what users uploaded. Only this folder of public sample films is exposed.
+    gr.set_static_paths([str(EXAMPLES_DIR)])
     with gr.Blocks(title="Chest X-ray pneumonia screening", delete_cache=(min(ttl, 600), ttl),
                    analytics_enabled=False) as demo:
         gr.Markdown("# Chest X-ray pneumonia screening\nUpload a frontal chest X-ray (image or DICOM) "
@@ -224,8 +232,11 @@ def build_demo(predictor) -> gr.Blocks:
         state = gr.State(None, time_to_live=ttl)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
+                # The upload reaches the handlers as bytes: the library sniffs the format (DICOM
+                # included), no file name (often a patient's) ends up in messages, and Gradio 6.31
+                # does not leave an empty temporary file behind per request as with "filepath".
                 upload = gr.File(label="Chest X-ray: JPEG, PNG, TIFF, BMP, WebP or DICOM",
-                                 file_types=FILE_TYPES, type="filepath", height=120)
+                                 file_types=FILE_TYPES, type="binary", height=120)
                 film = gr.Image(label="Film as the model reads it", type="pil", interactive=False,
                                 height=300, format="png", buttons=["fullscreen"],
                                 alt_text="Preview of the uploaded chest film, in grayscale as the model reads it")
@@ -265,10 +276,10 @@ def build_demo(predictor) -> gr.Blocks:
         analyze_button.click(analyze, inputs=[upload, opacity],
                              outputs=[confidences, overlay, summary, banner, notes, state, view],
                              api_name="predict")
-        opacity.release(rerender, inputs=[state, opacity, view], outputs=[overlay], api_name=False,
-                        show_progress="hidden")
-        view.input(rerender, inputs=[state, opacity, view], outputs=[overlay], api_name=False,
-                   show_progress="hidden")
+        # Dragging (or arrow keys) fires many inputs: only the latest pending redraw runs.
+        for control in (opacity, view):
+            control.input(rerender, inputs=[state, opacity, view], outputs=[overlay], api_name=False,
+                          show_progress="hidden", trigger_mode="always_last")
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_MAX_SIZE)
     return demo
 
@@ -277,6 +288,11 @@ def _bold(markdown: str) -> str:
     """Escape text for HTML, turning ``**bold**`` into ``<strong>``."""
     parts = html.escape(markdown).split("**")
     return "".join(f"<strong>{part}</strong>" if i % 2 else part for i, part in enumerate(parts))
+
+
+def _sentence(text: str) -> str:
+    text = " ".join(text.split())
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def use_private_temp_dir() -> str:
@@ -305,8 +321,10 @@ def main(argv=None) -> None:
     try:
         predictor = Predictor.load()  # $PNEUMONIA_MODEL_DIR, else the shipped model/
     except ModelLoadError as exc:
-        raise SystemExit(f"Cannot start: {exc}") from None
+        raise SystemExit(_sentence(f"Cannot start: {exc}")) from None
     use_private_temp_dir()
+    # SIGTERM (docker stop, systemd) exits like Ctrl+C, so the temporary folder is removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     demo = build_demo(predictor)
     try:
         port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
@@ -315,8 +333,8 @@ def main(argv=None) -> None:
     try:
         demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), server_port=port,
                     share=args.share, **launch_options())
-    except OSError as exc:
-        raise SystemExit(f"Cannot start: {exc}") from None
+    except OSError as exc:  # e.g. the port is taken
+        raise SystemExit(_sentence(f"Cannot start: {exc}")) from None
 
 
 if __name__ == "__main__":
