@@ -1,8 +1,9 @@
-"""Command line: ``python -m pneumonia train|evaluate|predict``.
+"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate``.
 
     python -m pneumonia train    --data ../shared/data/chest_xray --out model/
     python -m pneumonia evaluate --data ../shared/data/chest_xray/test --model model/ --out reports/
     python -m pneumonia predict  film.jpeg folder/ --csv out.csv
+    python -m pneumonia fit-gate --data ../shared/data/chest_xray --model model/
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     train.add_arguments(commands.add_parser("train", help="train the CNN from scratch"))
     evaluate.add_arguments(commands.add_parser("evaluate", help="score a model on a labelled folder"))
+    gate = commands.add_parser("fit-gate", help="refit the not-a-chest-X-ray gate of a trained model")
+    gate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
+    gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     predict = commands.add_parser("predict", help="classify files and folders into a CSV")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--csv", help="output CSV (default: standard output)")
@@ -92,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pneumonia.train import run
         elif args.command == "evaluate":
             from pneumonia.evaluate import run
+        elif args.command == "fit-gate":
+            from pneumonia.model import resolve_model_dir
+            from pneumonia.train import refit_gate
+
+            refit_gate(args.data, resolve_model_dir(args.model))
+            return 0
         else:
             run = run_predict
         return run(args)

@@ -148,8 +148,26 @@ def plot_report_figures(labels: np.ndarray, probabilities: np.ndarray, threshold
     return files
 
 
+def gate_section(gate: dict | None) -> list[str]:
+    """Report lines on the not-a-chest-X-ray gate (empty when it was not measured)."""
+    if not gate:
+        return []
+    return [
+        "## Not a chest X-ray (UNKNOWN)",
+        "",
+        f"- Chest films of this set called UNKNOWN: **{gate['xrays_flagged_unknown']} of {gate['xrays']}** "
+        f"({gate['xrays_flagged_rate']:.1%}).",
+        f"- Non-chest images (unseen by the gate, see `pneumonia/negatives.py`) given no diagnosis: "
+        f"**{gate['negatives_unknown'] + gate['negatives_refused_by_decoder']} of {gate['negatives']}** "
+        f"({gate['negatives_no_diagnosis_rate']:.1%}): {gate['negatives_unknown']} UNKNOWN, "
+        f"{gate['negatives_refused_by_decoder']} refused by the decoder (shape).",
+        f"- Diagnosed although not chest films: {', '.join(gate['negatives_diagnosed']) or 'none'}.",
+        "",
+    ]
+
+
 def write_report(metrics: dict, intervals: dict, figures: dict, classification_report: str,
-                 metadata: dict, data_dir: str, out_dir: Path) -> Path:
+                 metadata: dict, data_dir: str, out_dir: Path, gate: dict | None = None) -> Path:
     """Write ``report.md``: headline table with CIs, operating point, plots and the sklearn report."""
 
     def row(name: str, key: str) -> str:
@@ -192,6 +210,7 @@ def write_report(metrics: dict, intervals: dict, figures: dict, classification_r
         "",
         f"![precision-recall curve]({figures['precision_recall']}) ![reliability diagram]({figures['reliability']})",
         "",
+        *gate_section(gate),
         "## Classification report (scikit-learn)",
         "",
         "```",
@@ -204,9 +223,52 @@ def write_report(metrics: dict, intervals: dict, figures: dict, classification_r
     return path
 
 
+def evaluate_gate(predictor, xray_rows: list[dict], seed: int = 0) -> dict:
+    """Measure the not-a-chest-X-ray gate on unseen negatives and on the evaluated films.
+
+    Args:
+        predictor: a loaded :class:`pneumonia.Predictor` with its gate.
+        xray_rows: ``predict_files`` rows of the evaluated chest films.
+        seed: seed of the synthetic negatives.
+
+    Returns:
+        dict with the negative set's size, how many came back UNKNOWN, how many the decoder
+        refused outright (also no diagnosis), the rates, and the share of chest films flagged.
+    """
+    from pneumonia.errors import InvalidImageError
+    from pneumonia.negatives import make_negative_images
+
+    outcomes = {}
+    for name, image in make_negative_images(seed):
+        try:
+            outcomes[name] = predictor.predict(image).label
+        except InvalidImageError:
+            outcomes[name] = "REFUSED"
+    n = len(outcomes)
+    unknown = sum(label == "UNKNOWN" for label in outcomes.values())
+    refused = sum(label == "REFUSED" for label in outcomes.values())
+    readable = [row for row in xray_rows if not row["error"]]
+    flagged = sum(row["label"] == "UNKNOWN" for row in readable)
+    return {
+        "negatives": n,
+        "negatives_unknown": unknown,
+        "negatives_refused_by_decoder": refused,
+        "negatives_no_diagnosis_rate": (unknown + refused) / n,
+        "negatives_unknown_rate": unknown / n,
+        "negatives_diagnosed": sorted(name for name, label in outcomes.items() if label in ("NORMAL", "PNEUMONIA")),
+        "xrays": len(readable),
+        "xrays_flagged_unknown": flagged,
+        "xrays_flagged_rate": flagged / max(1, len(readable)),
+    }
+
+
 def evaluate_model(data_dir: str | Path, model_dir: str | Path | None, out_dir: str | Path,
-                   n_resamples: int = 2000, log=print) -> dict:
+                   n_resamples: int = 2000, gate: bool = True, log=print) -> dict:
     """Predict every film under ``data_dir/{NORMAL,PNEUMONIA}`` and write the report.
+
+    The classification figures use every readable film at the model's threshold, whatever the
+    gate says (so they measure the CNN); the gate is measured separately (``gate=True``) on the
+    same films and on the negative set of :mod:`pneumonia.negatives`.
 
     Returns:
         The ``metrics.json`` content.
@@ -242,9 +304,13 @@ def evaluate_model(data_dir: str | Path, model_dir: str | Path | None, out_dir: 
         "ci95": intervals,
         "unreadable": len(failed),
     }
+    if predictor.gate is not None and gate:
+        result["gate"] = evaluate_gate(predictor, rows)
+        log("gate: " + json.dumps({k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}))
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if figures:
-        write_report(metrics, intervals, figures, report_text, metadata, str(data_dir), out_dir)
+        write_report(metrics, intervals, figures, report_text, metadata, str(data_dir), out_dir,
+                     result.get("gate"))
     log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
     return result
 
@@ -255,13 +321,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     parser.add_argument("--out", default="reports", help="where metrics.json, report.md and plots go")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--record", action="store_true",
+                        help="also store these figures under metrics.test in the model's metadata.json")
+    parser.add_argument("--no-gate", dest="gate", action="store_false",
+                        help="skip measuring the not-a-chest-X-ray gate (needs scikit-image)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``evaluate`` command from parsed arguments."""
-    evaluate_model(args.data, args.model, args.out, args.bootstrap,
-                   log=lambda m: print(m, flush=True))
+    result = evaluate_model(args.data, args.model, args.out, args.bootstrap, args.gate,
+                            log=lambda m: print(m, flush=True))
+    if args.record:
+        record_in_metadata(result, args.model)
     return 0
+
+
+def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
+    """Store an evaluation's headline figures and CIs under ``metrics.test`` in ``metadata.json``."""
+    import dataclasses
+
+    from pneumonia.model import METADATA_FILENAME, load_metadata, resolve_model_dir
+
+    model_dir = resolve_model_dir(model_dir)
+    metadata = load_metadata(model_dir)
+    keys = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece", "threshold")
+    test = {k: round(result["metrics"][k], 6) if isinstance(result["metrics"][k], float) else result["metrics"][k]
+            for k in keys}
+    test["ci95"] = {k: [round(v[0], 4), round(v[1], 4)] for k, v in result["ci95"].items()}
+    test["data"] = result["data"]
+    if "gate" in result:
+        test["gate"] = {k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}
+    metrics = dict(metadata.metrics, test=test)
+    (model_dir / METADATA_FILENAME).write_text(dataclasses.replace(metadata, metrics=metrics).to_json())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,3 +101,38 @@ def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quant
         "fitted_on": f"{len(train_descriptions)} training films; threshold on {len(val_descriptions)} validation films",
     }
     return gate, summary
+
+
+def describe_images(predictor, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size."""
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        batch = images_uint8[start:start + batch_size, ..., None].astype(np.float32) / 255.0
+        out.append(predictor.describe_batch(batch)[1])
+    return np.concatenate(out)
+
+
+def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_images: np.ndarray,
+                       quantile: float = 0.995) -> dict:
+    """Fit the gate for the model in ``model_dir``, save ``ood.npz`` and record it in the metadata.
+
+    Args:
+        model_dir: folder with the trained model and its metadata.
+        train_images: ``uint8 (N, S, S)`` training films at the model's input size.
+        val_images: ``uint8 (M, S, S)`` validation films (patients not in ``train_images``).
+        quantile: share of validation films the gate must pass.
+
+    Returns:
+        The gate summary stored under ``metadata.ood``.
+    """
+    from pneumonia.inference import Predictor
+    from pneumonia.model import METADATA_FILENAME, load_model
+
+    model, metadata = load_model(model_dir)
+    predictor = Predictor(model, metadata)
+    gate, summary = fit_gate(describe_images(predictor, train_images), describe_images(predictor, val_images),
+                             quantile)
+    gate.save(model_dir)
+    updated = dataclasses.replace(metadata, ood=summary)
+    (Path(model_dir) / METADATA_FILENAME).write_text(updated.to_json())
+    return summary

@@ -1,0 +1,37 @@
+"""The figures README and the model metadata quote are the ones the evaluate command wrote."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = {"accuracy": "accuracy", "sensitivity": "sensitivity", "specificity": "specificity",
+        "ROC AUC": "roc_auc", "calibration error (ECE, 10 bins)": "ece"}
+
+
+def readme_results() -> dict[str, tuple[float, float, float]]:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
+    out = {}
+    for name, value, low, high in re.findall(r"\| ([^|]+?) \| ([\d.]+) \| ([\d.]+) - ([\d.]+) \|", block):
+        out[ROWS[name]] = (float(value), float(low), float(high))
+    return out
+
+
+def test_readme_results_match_the_committed_report():
+    report = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    quoted = readme_results()
+    assert set(quoted) == set(ROWS.values())
+    for key, (value, low, high) in quoted.items():
+        assert value == pytest.approx(report["metrics"][key], abs=6e-4), key
+        assert (low, high) == pytest.approx(tuple(report["ci95"][key]), abs=6e-4), key
+
+
+def test_metadata_records_the_same_test_figures(predictor):
+    report = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    test = predictor.metadata.metrics["test"]
+    for key in ROWS.values():
+        assert test[key] == pytest.approx(report["metrics"][key], abs=1e-4)
+    assert test["threshold"] == pytest.approx(predictor.metadata.threshold)

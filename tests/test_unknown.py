@@ -1,0 +1,57 @@
+"""The UNKNOWN outcome: images that are not frontal chest X-rays get no diagnosis."""
+
+import numpy as np
+import pytest
+
+from pneumonia.negatives import make_negative_images
+
+NEGATIVES = dict(make_negative_images())
+
+
+@pytest.mark.parametrize("name", ["skimage:astronaut", "skimage:chelsea", "skimage:page", "skimage:coins",
+                                  "skimage:immunohistochemistry", "synthetic:uniform_noise",
+                                  "synthetic:document", "synthetic:bar_chart_screenshot", "sklearn:sample_0"])
+def test_non_chest_images_come_back_unknown(predictor, name):
+    result = predictor.predict(NEGATIVES[name], explain=True)
+    assert result.label == "UNKNOWN"
+    assert not result.is_chest_xray and result.chest_xray_distance > predictor.gate.threshold
+    assert result.heatmap is None and result.overlay is None  # nothing to explain
+
+
+def test_chest_films_pass_the_gate(predictor, film_paths, example_paths):
+    for path in list(film_paths) + list(example_paths):
+        result = predictor.predict(path)
+        assert result.label in ("NORMAL", "PNEUMONIA"), path.name
+        assert result.chest_xray_distance <= predictor.gate.threshold
+
+
+def test_gate_is_described_in_metadata(predictor):
+    ood = predictor.metadata.ood
+    assert ood["file"] == "ood.npz" and ood["threshold"] == pytest.approx(predictor.gate.threshold, rel=1e-3)
+    assert 0.98 <= ood["val_pass_rate"] <= 1.0
+
+
+def test_batch_cli_labels_unknown(predictor, tmp_path):
+    from PIL import Image
+
+    from pneumonia.__main__ import main
+
+    Image.fromarray(NEGATIVES["skimage:astronaut"]).save(tmp_path / "astronaut.png")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "astronaut.png"), "--csv", str(out), "--quiet"]) == 0
+    import csv
+
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["label"] == "UNKNOWN" and float(row["chest_xray_distance"]) > predictor.gate.threshold
+
+
+def test_gate_distance_matches_an_independent_mahalanobis(predictor, film_paths):
+    """Recompute the distance with numpy's solver from the gate's mean and precision."""
+    from pneumonia.ood import describe_inputs
+
+    _, batch = predictor.preprocess(film_paths[0])
+    logits, features = predictor._forward(batch)
+    d = describe_inputs(batch, features.numpy())[0] - predictor.gate.mean
+    covariance = np.linalg.inv(predictor.gate.precision)
+    expected = float(d @ np.linalg.solve(covariance, d))
+    assert predictor.predict(film_paths[0]).chest_xray_distance == pytest.approx(expected, rel=1e-3)
