@@ -254,19 +254,40 @@ DICOM_VARIANTS = {
 
 
 @pytest.fixture(scope="module")
-def film_path() -> Path:
-    return EXAMPLES / "PNEUMONIA" / "person1304_bacteria_3269.jpeg"
+def film_and_reference(predictor):
+    """The bundled example film the comparison is most sensitive on, and its JPEG prediction.
+
+    A film the model is sure about (P = 0.999) would hide any decoding difference, so the film is
+    the one whose PNEUMONIA probability is furthest from 0 and 1, among the films called NORMAL or
+    PNEUMONIA (not UNKNOWN) at least 0.1 away from the threshold, so that 'same label' is decided
+    by the 0.05 tolerance and not by chance.
+    """
+    candidates = []
+    for path in sorted(EXAMPLES.glob("*/*.jpeg")):
+        result = predictor.predict(path)
+        p = result.pneumonia_probability
+        if result.label in predictor.class_names and abs(p - result.threshold) >= 0.1:
+            candidates.append((min(p, 1.0 - p), path.name, path, result))
+    assert candidates, "no bundled example is classified clearly enough to compare formats on"
+    _, _, path, result = max(candidates, key=lambda c: (c[0], c[1]))
+    return path, result
 
 
 @pytest.fixture(scope="module")
-def film_values(film_path) -> np.ndarray:
-    return _film_values(film_path)
+def film_values(film_and_reference) -> np.ndarray:
+    return _film_values(film_and_reference[0])
 
 
 @pytest.fixture(scope="module")
-def reference(predictor, film_path):
+def reference(film_and_reference):
     """The plain JPEG's prediction."""
-    return predictor.predict(film_path)
+    return film_and_reference[1]
+
+
+@pytest.fixture(scope="module")
+def exact_film_values() -> np.ndarray:
+    """A fixed film for the model-free pixel checks."""
+    return _film_values(EXAMPLES / "PNEUMONIA" / "person1304_bacteria_3269.jpeg")
 
 
 def _write_variant(name: str, v: np.ndarray, folder: Path) -> Path:
@@ -304,25 +325,37 @@ def test_variant_bytes_give_the_jpeg_answer(predictor, reference, film_values):
     assert abs(result.pneumonia_probability - reference.pneumonia_probability) <= PROBABILITY_TOLERANCE
 
 
+@pytest.mark.xfail(strict=False, reason=(
+    "known gap: a 12-bit film stored in a 16-bit PNG becomes [0, 0.0625] under the v / 65535 "
+    "convention; the network standardises it away, but the chest X-ray gate's intensity histogram "
+    "does not, so it is called UNKNOWN"))
+def test_12bit_film_in_16bit_png_gives_the_jpeg_answer(predictor, reference, film_values):
+    data = io.BytesIO()
+    Image.fromarray(film_values.astype(np.uint16) * 16).save(data, "PNG")
+    result = predictor.predict(data.getvalue())
+    assert result.label == reference.label
+    assert abs(result.pneumonia_probability - reference.pneumonia_probability) <= PROBABILITY_TOLERANCE
+
+
 # --- pixel-exact decoding of the lossless variants ----------------------------------------------
 
 
 @pytest.mark.parametrize("variant", EXACT_VARIANTS)
-def test_lossless_variant_decodes_to_v_over_255(variant, film_values, tmp_path):
-    gray = read_image(_write_variant(variant, film_values, tmp_path))
-    assert gray.dtype == np.float32 and gray.shape == film_values.shape
-    np.testing.assert_allclose(gray, film_values.astype(np.float64) / 255.0, atol=1e-5)
+def test_lossless_variant_decodes_to_v_over_255(variant, exact_film_values, tmp_path):
+    gray = read_image(_write_variant(variant, exact_film_values, tmp_path))
+    assert gray.dtype == np.float32 and gray.shape == exact_film_values.shape
+    np.testing.assert_allclose(gray, exact_film_values.astype(np.float64) / 255.0, atol=1e-5)
 
 
-def test_exif_rotated_jpeg_is_upright(film_values, tmp_path):
-    gray = read_image(_write_variant("jpeg_exif_rotated", film_values, tmp_path))
-    assert gray.shape == film_values.shape
+def test_exif_rotated_jpeg_is_upright(exact_film_values, tmp_path):
+    gray = read_image(_write_variant("jpeg_exif_rotated", exact_film_values, tmp_path))
+    assert gray.shape == exact_film_values.shape
     # JPEG is lossy: compare with the film, allowing for compression error only.
-    assert np.abs(gray - film_values / 255.0).mean() < 0.01
+    assert np.abs(gray - exact_film_values / 255.0).mean() < 0.01
 
 
-def test_upscaled_film_is_full_resolution(film_values, tmp_path):
-    gray = read_image(_write_variant("png_2400px", film_values, tmp_path))
+def test_upscaled_film_is_full_resolution(exact_film_values, tmp_path):
+    gray = read_image(_write_variant("png_2400px", exact_film_values, tmp_path))
     assert gray.shape[1] == 2400 and gray.dtype == np.float32
 
 
