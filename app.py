@@ -33,7 +33,6 @@ from pneumonia.notes import DISCLAIMER, FINDINGS, HEATMAP_SCALE, format_model_ca
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-FILE_TYPES = [".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom"]
 OVERLAY_MAX_SIDE = 1024  # display size of the returned overlay: sharp on screen, light on the wire
 # A 4300 x 4300 16-bit uncompressed DICOM, the largest film there is, is 37 MB; anything bigger
 # is refused by the server while it streams in, before it reaches the model.
@@ -49,8 +48,9 @@ VIEWS = ("Overlay", "Original")
 
 logger = logging.getLogger("pneumonia.app")
 
+# gr.HTML pads its content by 10px 12px; the negative margins line the boxes up with the blocks.
 BANNER_CSS = """
-.verdict { border-radius: 10px; padding: 14px 16px; border: 1px solid #d0d5da;
+.verdict { margin: -10px -12px; border-radius: 10px; padding: 14px 16px; border: 1px solid #d0d5da;
   border-left-width: 8px; background: #f6f7f8; color: #1f2933; }
 .verdict h2 { margin: 0 0 4px; font-size: 1.55rem; font-weight: 700; line-height: 1.2; letter-spacing: .02em; color: inherit; }
 .verdict p { margin: 0; font-size: .98rem; line-height: 1.45; color: inherit; }
@@ -72,16 +72,16 @@ BANNER_CSS = """
 """
 
 LEGEND_CSS = """
-.legend { display: flex; flex-wrap: wrap; align-items: center; gap: 4px 8px; font-size: .85rem;
+.legend { margin: -6px -12px; display: flex; flex-wrap: wrap; align-items: center; gap: 4px 8px; font-size: .85rem;
   line-height: 1.35; color: var(--body-text-color-subdued, #4b5563); }
 .bar { flex: 0 0 96px; height: 10px; border-radius: 5px; border: 1px solid rgba(0, 0, 0, .15);
   background: linear-gradient(90deg, rgba(128, 128, 128, .25) 0%, #1e3cff 18%, #00d5ff 42%,
   #ffe600 66%, #ff2a00 88%, #8b0000 100%); }
-.text { flex: 1 1 200px; min-width: 0; }
+.text { flex: 1 1 280px; min-width: 0; }
 """
 
 NOTICE_CSS = """
-.notice { border: 1px solid #e0b84c; background: #fff8e1; color: #5b4500; border-radius: 8px;
+.notice { margin: -10px -12px; border: 1px solid #e0b84c; background: #fff8e1; color: #5b4500; border-radius: 8px;
   padding: 8px 12px; font-size: .9rem; line-height: 1.45; }
 """
 
@@ -232,13 +232,14 @@ def build_demo(predictor) -> gr.Blocks:
         state = gr.State(None, time_to_live=ttl)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
-                # The upload reaches the handlers as bytes: the library sniffs the format (DICOM
-                # included), no file name (often a patient's) ends up in messages, and Gradio 6.31
-                # does not leave an empty temporary file behind per request as with "filepath".
-                upload = gr.File(label="Chest X-ray: JPEG, PNG, TIFF, BMP, WebP or DICOM",
-                                 file_types=FILE_TYPES, type="binary", height=120)
+                # Any file is taken and its content decides the format: DICOM exported from a PACS
+                # often has no .dcm extension. It reaches the handlers as bytes, so no file name
+                # (often a patient's) ends up in messages, and Gradio 6.31 does not leave an empty
+                # temporary file behind per request as it does with type="filepath".
+                upload = gr.File(label="Chest X-ray: DICOM, JPEG, PNG, TIFF, BMP or WebP",
+                                 type="binary", elem_id="upload")
                 film = gr.Image(label="Film as the model reads it", type="pil", interactive=False,
-                                height=300, format="png", buttons=["fullscreen"],
+                                height="min(300px, 75vw)", format="png", buttons=["fullscreen"], elem_id="film",
                                 alt_text="Preview of the uploaded chest film, in grayscale as the model reads it")
                 analyze_button = gr.Button("Analyze", variant="primary", size="lg")
                 for truth in sorted({label for _, label in examples}):
@@ -252,19 +253,22 @@ def build_demo(predictor) -> gr.Blocks:
                 # the verdict when P(pneumonia) lies between 0.5 and the operating threshold.
                 summary = gr.JSON(label="Verdict", visible=False)
                 banner = gr.HTML(IDLE_BANNER, css_template=BANNER_CSS, js_on_load=None, elem_id="verdict")
-                confidences = gr.Label(label="Calibrated confidence", num_top_classes=2, show_heading=False)
+                confidences = gr.Label(label="Calibrated confidence", num_top_classes=2, show_heading=False,
+                                       elem_id="confidences")
                 overlay = gr.Image(label="Grad-CAM overlay", type="pil", interactive=False, format="jpeg",
-                                   buttons=["fullscreen", "download"],
+                                   height="min(500px, 90vw)",
+                                   buttons=["fullscreen", "download"], elem_id="overlay",
                                    alt_text="The film with the Grad-CAM heatmap laid over it: red marks the "
                                             "regions that most influenced the model's answer")
-                with gr.Row():
-                    opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", min_width=160)
-                    view = gr.Radio(list(VIEWS), value=VIEWS[0], label="Show", min_width=140)
                 gr.HTML(f'<div class="legend"><span class="bar" role="img" aria-label="Colour scale from '
                         f'untinted through blue, yellow to red"></span><span class="text">'
                         f"{html.escape(HEATMAP_SCALE)}</span></div>", css_template=LEGEND_CSS, js_on_load=None)
+                with gr.Row():
+                    opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", min_width=160,
+                                        elem_id="opacity")
+                    view = gr.Radio(list(VIEWS), value=VIEWS[0], label="Show", min_width=140)
                 with gr.Accordion("Radiological notes", open=True):
-                    notes = gr.Markdown(NOTES_PLACEHOLDER)
+                    notes = gr.Markdown(NOTES_PLACEHOLDER, elem_id="notes")
         with gr.Accordion("Model card: data, figures, intended use and limits", open=False):
             gr.Markdown(format_model_card(predictor.metadata, retention_s=min(ttl, 600) + ttl))
 

@@ -65,7 +65,7 @@ MODEL_CARD_LIMITS = (
     "views, devices and lines, and conditions other than pneumonia (effusion alone, masses, "
     "heart failure, tuberculosis, COVID-19) were not represented and may be misread. The label "
     "does not separate bacterial from viral pneumonia. Figures come from a held-out split of the "
-    "same source, so they overstate performance elsewhere."
+    "same source, so they likely overstate performance elsewhere."
 )
 
 MODEL_CARD_PRIVACY = (
@@ -79,8 +79,10 @@ _METRIC_NAMES = (
     ("specificity", "Specificity (normal cleared)"),
     ("accuracy", "Accuracy"),
     ("roc_auc", "ROC AUC"),
+    ("precision", "Positive predictive value"),
 )
-_SPLIT_NAMES = (("test", "Held-out test set"), ("validation", "Validation split"))
+_SPLIT_NAMES = (("test", "Held-out test set"),
+                ("validation", "Validation split (it chose the epoch and the calibration, so optimistic)"))
 
 
 def format_model_card(metadata, retention_s: int | None = None) -> str:
@@ -114,6 +116,9 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
         figures = metrics.get(key)
         if isinstance(figures, dict) and figures:
             lines.append(_metrics_table(title, figures))
+            gate = _gate_sentence(figures.get("gate"))
+            if gate:
+                lines.append(gate)
     if not any(isinstance(metrics.get(key), dict) and metrics.get(key) for key, _ in _SPLIT_NAMES):
         lines.append("*No evaluation figures are recorded for this model.*")
     elif not isinstance(metrics.get("test"), dict):
@@ -123,6 +128,20 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
     lines += [MODEL_CARD_INTENDED_USE, MODEL_CARD_LIMITS, MODEL_CARD_PRIVACY.format(retention=retention),
               DISCLAIMER]
     return "\n\n".join(lines)
+
+
+def _gate_sentence(gate) -> str:
+    """One line on the not-a-chest-X-ray gate from its evaluation figures, if recorded."""
+    if not isinstance(gate, dict):
+        return ""
+    parts = []
+    negatives, unknown = gate.get("negatives"), gate.get("negatives_unknown")
+    if isinstance(negatives, int) and isinstance(unknown, int) and negatives:
+        parts.append(f"UNKNOWN for {unknown} of {negatives} images that are not chest films")
+    xrays, flagged = gate.get("xrays"), gate.get("xrays_flagged_unknown")
+    if isinstance(xrays, int) and isinstance(flagged, int) and xrays:
+        parts.append(f"wrongly UNKNOWN for {flagged} of {xrays} test chest films")
+    return ("**Not-a-chest-X-ray check.** " + "; ".join(parts) + ".") if parts else ""
 
 
 def _metrics_table(title: str, figures: dict) -> str:

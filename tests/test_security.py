@@ -168,7 +168,7 @@ def test_no_patient_details_in_logs_replies_or_returned_files(served, example_pa
 
     url, _, log_path = served
     client = Client(url, verbose=False)
-    dicom = make_dicom(tmp_path / "Doe_Jane_1970.dcm", example_paths[0])
+    dicom = make_dicom(tmp_path / "Doe_Jane_1970", example_paths[0])  # PACS exports often lack .dcm
     broken = tmp_path / "Doe_Jane_broken.dcm"
     broken.write_bytes(dicom.read_bytes()[:600])  # header intact, pixels cut off
 

@@ -1,0 +1,208 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against ``python app.py``.
+
+Loads the page, picks an example, analyses it, moves the opacity slider and flips the
+original/overlay toggle, and saves the screenshots shown in the README (``docs/``) at desktop
+(1280 px) and phone (390 px) widths. Never downloads a browser: it uses /usr/bin/chromium
+(``apt-get install chromium``) and skips, saying why, only when that or Playwright is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+CHROMIUM = os.environ.get("PNEUMONIA_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+EXAMPLE = "PNEUMONIA 1"  # the first bundled film graded PNEUMONIA
+ANALYSIS_TIMEOUT_MS = 180_000  # a generous bound for a loaded 2-core CI machine, not a target
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
+                               "(pip install -r requirements-dev.txt)")
+if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+    pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    """``python app.py`` with the shipped model (or $PNEUMONIA_MODEL_DIR) on a free loopback port."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "GRADIO_TEMP_DIR"}
+    env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
+    log_path = tmp_path_factory.mktemp("browser") / "app.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(600):
+            if process.poll() is not None:
+                pytest.fail(f"app exited early:\n{log_path.read_text(errors='replace')}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{address}/gradio_api/info", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            pytest.fail("app did not come up")
+        yield address
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page_at(browser, url):
+    """Open the app in a fresh page of the given viewport width."""
+    pages = []
+
+    def open_page(width: int, height: int = 900):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.set_default_timeout(60_000)
+        pages.append(page)
+        page.goto(url)
+        page.get_by_role("button", name="Analyze", exact=True).wait_for()
+        return page
+
+    yield open_page
+    for page in pages:
+        page.close()
+
+
+def overlay_src(page) -> str:
+    return page.locator("#overlay img").first.get_attribute("src") or ""
+
+
+def wait_for_new_overlay(page, old: str) -> str:
+    page.wait_for_function("old => { const img = document.querySelector('#overlay img');"
+                           " return img && img.complete && img.src && img.src !== old; }", arg=old,
+                           timeout=ANALYSIS_TIMEOUT_MS)
+    return overlay_src(page)
+
+
+def analyse_example(page, example: str = EXAMPLE) -> None:
+    page.get_by_role("button", name=example, exact=True).click()
+    page.locator("#film img").wait_for()  # the preview of the chosen film
+    page.get_by_role("button", name="Analyze", exact=True).click()
+    page.locator("#verdict .verdict.pneumonia, #verdict .verdict.normal, #verdict .verdict.unknown").wait_for(
+        timeout=ANALYSIS_TIMEOUT_MS)
+    wait_for_new_overlay(page, "")
+
+
+def has_horizontal_scroll(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth > document.documentElement.clientWidth"
+                         " || document.body.scrollWidth > document.body.clientWidth")
+
+
+@pytest.mark.parametrize("width, name", [(1280, "desktop"), (390, "phone")])
+def test_example_to_verdict_with_heatmap_controls(page_at, width, name):
+    page = page_at(width, 900 if width > 600 else 844)
+    analyse_example(page)
+
+    verdict = page.locator("#verdict").inner_text()
+    assert "PNEUMONIA" in verdict and "threshold" in verdict and "%" in verdict
+    assert "PNEUMONIA" in page.locator("#confidences").inner_text()
+    assert page.locator("#notes").inner_text().strip().startswith("What the model's label means")
+
+    # Opacity: redrawn from the kept result, so the overlay changes but the verdict does not.
+    first = overlay_src(page)
+    slider = page.locator("#opacity input[type=range]")
+    slider.focus()
+    for _ in range(6):
+        slider.press("ArrowRight")
+    assert page.locator("#opacity input[type=number]").input_value() == "0.7"
+    second = wait_for_new_overlay(page, first)
+    assert page.locator("#verdict").inner_text() == verdict
+
+    # Original / overlay toggle.
+    page.get_by_label("Original").check()
+    third = wait_for_new_overlay(page, second)
+    page.get_by_label("Overlay").check()
+    wait_for_new_overlay(page, third)
+
+    # Images describe themselves.
+    for selector in ("#film img", "#overlay img"):
+        assert (page.locator(selector).first.get_attribute("alt") or "").strip(), selector
+
+    assert not has_horizontal_scroll(page), f"horizontal scroll at {width} px"
+    page.locator("#verdict").scroll_into_view_if_needed()
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / f"screenshot-{name}.png"), full_page=True)
+
+
+def test_idle_page_fits_a_phone(page_at):
+    page = page_at(390, 844)
+    assert not has_horizontal_scroll(page)
+    page.get_by_text("Model card", exact=False).first.click()  # open the collapsed card
+    page.get_by_text("Intended use", exact=False).first.wait_for()
+    assert not has_horizontal_scroll(page)
+
+
+def test_keyboard_only_from_example_to_verdict(page_at):
+    page = page_at(1280)
+
+    def tab_to(name: str) -> None:
+        for _ in range(80):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement && document.activeElement.innerText"
+                             " && document.activeElement.innerText.trim()") == name:
+                return
+        pytest.fail(f"{name!r} is not reachable with Tab")
+
+    tab_to("NORMAL 1")
+    page.keyboard.press("Enter")
+    page.locator("#film img").wait_for()
+    tab_to("Analyze")
+    page.keyboard.press("Enter")
+    page.locator("#verdict .verdict.normal, #verdict .verdict.pneumonia, #verdict .verdict.unknown").wait_for(
+        timeout=ANALYSIS_TIMEOUT_MS)
+
+
+def test_unreadable_file_shows_an_error_in_words(page_at, tmp_path):
+    page = page_at(1280)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"definitely not a picture")
+    page.locator("#upload input[type=file]").set_input_files(str(bad))
+    page.get_by_text("not an image format", exact=False).first.wait_for()
+    assert "Traceback" not in page.content()
+
+
+def test_oversized_file_is_refused_in_the_page(page_at, tmp_path):
+    import app
+
+    page = page_at(1280)
+    big = tmp_path / "huge.dcm"
+    with open(big, "wb") as handle:  # sparse: no real disk use
+        handle.truncate(int(app.MAX_FILE_SIZE.removesuffix("mb")) * 1024 * 1024 + 1)
+    page.locator("#upload input[type=file]").set_input_files(str(big))
+    page.get_by_text("maximum allowed size", exact=False).first.wait_for()
