@@ -1,0 +1,113 @@
+"""Batch throughput: `python -m pneumonia predict` on the test split's 618 films, and its parts.
+
+    python -m benchmarks.batch [--runs 3] [--folder ../shared/data/chest_xray/test]
+
+1. The command as a user runs it (progress bar on, CSV written), in a fresh process: images per
+   second over the whole run, start-up included; and over the films alone, from the difference
+   with a run on a single film (start-up, model load and tracing cost the same in both).
+2. In this process, with the model loaded and warm: ``Predictor.predict_files`` (the command's
+   engine), and its two halves alone: decoding + resizing in the thread pool, and the network
+   with the gate on pre-decoded batches. The slower half bounds the pipeline.
+
+Target (issue 5): >= 150 images/s on the 224 x 224 test films.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import QUIET_ENV, ROOT, TEST_DIR, check, print_header, summarize
+
+BATCH_SIZE = 64
+
+
+def run_cli(inputs: list[str], out_csv: Path) -> dict:
+    """Time ``python -m pneumonia predict INPUTS --csv OUT`` (progress bar on) end to end."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "pneumonia", "predict", *inputs, "--csv", str(out_csv)],
+                          cwd=ROOT, env={**os.environ, **QUIET_ENV}, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    with open(out_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {"wall": wall, "rows": len(rows), "errors": sum(bool(r["error"]) for r in rows),
+            "progress_bar": "img/s" in proc.stderr}
+
+
+def measure_in_process(files: list[Path], rounds: int) -> dict:
+    """Images/s of predict_files, of decoding alone and of the network alone (medians of rounds)."""
+    from pneumonia import Predictor
+    from pneumonia.preprocessing import read_image, resize_image
+
+    predictor = Predictor.load()
+    size = predictor.metadata.input_size
+    list(predictor.predict_files(files[:BATCH_SIZE]))  # trace and warm up
+
+    def decode_all():
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return np.stack(list(pool.map(lambda p: resize_image(read_image(p), size), files)))[..., None]
+
+    decoded = decode_all()
+    batches = [decoded[i:i + BATCH_SIZE] for i in range(0, len(decoded), BATCH_SIZE)]
+    parts = {
+        "predict_files (decode + network + gate)": lambda: list(predictor.predict_files(files)),
+        "decode + resize only (2 threads)": decode_all,
+        "network + gate only (pre-decoded)": lambda: [predictor.score_batch(b) for b in batches],
+    }
+    rates = {name: [] for name in parts}
+    for _ in range(rounds):
+        for name, fn in parts.items():
+            start = time.perf_counter()
+            fn()
+            rates[name].append(len(files) / (time.perf_counter() - start))
+    return {name: float(np.median(values)) for name, values in rates.items()}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--folder", type=Path, default=TEST_DIR, help="folder of films (recursively)")
+    parser.add_argument("--runs", type=int, default=3, help="CLI runs and in-process rounds")
+    args = parser.parse_args(argv)
+    from pneumonia.__main__ import collect_files
+
+    files = collect_files([str(args.folder)])
+    if not files:
+        raise SystemExit(f"no films under {args.folder}")
+    print_header(f"batch CLI on {len(files)} films in {args.folder}")
+    walls, fixed = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.runs):
+            one = run_cli([str(files[0])], Path(tmp) / "one.csv")
+            run = run_cli([str(args.folder)], Path(tmp) / "out.csv")
+            walls.append(run["wall"])
+            fixed.append(one["wall"])
+            print(f"  CLI run {i + 1}: {run['wall']:.2f} s for {run['rows']} rows ({run['errors']} errors, "
+                  f"progress bar {'shown' if run['progress_bar'] else 'MISSING'}): "
+                  f"{run['rows'] / run['wall']:.1f} images/s end to end; 1 film alone {one['wall']:.2f} s")
+    wall, start_up = summarize(walls).median, summarize(fixed).median
+    end_to_end = len(files) / wall
+    classifying = (len(files) - 1) / max(wall - start_up, 1e-9)
+    print(f"start-up (1-film run) {start_up:.2f} s; films alone: {len(files) - 1} in {wall - start_up:.2f} s")
+    print("in this process, model loaded and warm (images/s, median of rounds):")
+    parts = measure_in_process(files, args.runs)
+    for name, rate in parts.items():
+        print(f"  {name:<42} {rate:7.1f}")
+    print(check("CLI images/s while classifying", classifying, 150, "/s", higher_is_better=True))
+    print(check("CLI images/s end to end (start-up included)", end_to_end, 150, "/s", higher_is_better=True))
+    return {"cli_wall_s": wall, "cli_start_up_s": start_up, "cli_end_to_end_rate": end_to_end,
+            "cli_classifying_rate": classifying, **{f"rate: {k}": v for k, v in parts.items()}}
+
+
+if __name__ == "__main__":
+    main()
