@@ -23,9 +23,8 @@ from PIL import Image
 
 from pneumonia.calibration import apply_temperature
 from pneumonia.errors import ModelLoadError, PneumoniaError
-from pneumonia.gradcam import overlay_heatmap
 from pneumonia.model import ModelMetadata, load_model
-from pneumonia.preprocessing import ImageSource, read_image, resize_image, to_batch
+from pneumonia.preprocessing import Film, ImageSource, read_film, read_image, resize_image, to_batch
 
 UNKNOWN = "UNKNOWN"
 
@@ -46,7 +45,9 @@ class Prediction:
         overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``.
         chest_xray_distance: squared Mahalanobis distance from the training films (see
             :mod:`pneumonia.ood`), ``None`` when the model ships no gate.
-        is_chest_xray: False when that distance is beyond the gate's threshold.
+        colourfulness: mean chroma of the upload in ``[0, 1]`` (0 for a grayscale film).
+        is_chest_xray: False when the distance is beyond the gate's threshold or the upload is
+            in colour (see :class:`pneumonia.ood.OodGate`).
     """
 
     label: str
@@ -57,6 +58,7 @@ class Prediction:
     heatmap: Optional[np.ndarray] = None
     overlay: Optional[Image.Image] = None
     chest_xray_distance: Optional[float] = None
+    colourfulness: float = 0.0
     is_chest_xray: bool = True
 
     @property
@@ -68,20 +70,23 @@ class Prediction:
 class Predictor:
     """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls."""
 
-    def __init__(self, model, metadata: ModelMetadata, gate=None):
+    def __init__(self, model, metadata: ModelMetadata, gate=None, strategy=None):
         import keras
         import tensorflow as tf
 
-        from pneumonia.gradcam import build_gradcam_model, compute_gradcam
         from pneumonia.ood import FEATURE_LAYER
 
         self.model = model
         self.metadata = metadata
         self.gate = gate
+        # A tf.distribute strategy with several replicas splits batches across them (see
+        # run_network); None or a single replica runs everything on the default device.
+        self.strategy = strategy
         size = metadata.input_size
         spec = tf.TensorSpec((None, size, size, 1), tf.float32)
-        gradcam_model = build_gradcam_model(model, metadata.last_conv_layer)
         feature_model = keras.Model(model.inputs, [model.output, model.get_layer(FEATURE_LAYER).output])
+        explain_model = keras.Model(model.inputs, [model.output, model.get_layer(FEATURE_LAYER).output,
+                                                   model.get_layer(metadata.last_conv_layer).output])
 
         # Traced once per process: calling the model directly in a graph avoids the per-call
         # overhead of model.predict. One pass gives the logit and the pooled features the
@@ -91,63 +96,115 @@ class Predictor:
             logits, features = feature_model(batch, training=False)
             return logits[:, 0], features
 
-        @tf.function(input_signature=[spec, tf.TensorSpec((None,), tf.int32)])
-        def explain(batch, class_index):
-            return compute_gradcam(gradcam_model, batch, class_index)
+        # predict(explain=True) in one forward and backward pass: the logit, the gate's features
+        # and Grad-CAM for both classes. Grad-CAM as in pneumonia.gradcam.compute_gradcam: the
+        # gradients for NORMAL (the negated logit) are those for PNEUMONIA negated, so one
+        # gradient gives both maps, and the label (which needs the calibrated threshold) can
+        # be decided after the pass instead of before a second one.
+        @tf.function(input_signature=[spec])
+        def forward_explain(batch):
+            with tf.GradientTape() as tape:
+                logits, features, conv = explain_model(batch, training=False)
+                score = tf.reduce_sum(logits)
+            weights = tf.reduce_mean(tape.gradient(score, conv), axis=(1, 2))  # (N, C)
+            evidence = tf.einsum("nhwc,nc->nhw", conv, weights)
+            cams = []
+            for sign in (-1.0, 1.0):  # class index 0 (NORMAL), 1 (PNEUMONIA)
+                cam = tf.nn.relu(sign * evidence)
+                cams.append(tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True)))
+            return logits[:, 0], features, tf.stack(cams)  # cams: (2, N, h, w)
 
         self._forward = forward
-        self._explain = explain
+        self._forward_explain = forward_explain
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None) -> "Predictor":
+    def load(cls, model_dir: str | Path | None = None, strategy=None) -> "Predictor":
         """Load the model in ``model_dir`` (default: ``$PNEUMONIA_MODEL_DIR`` or the shipped ``model/``).
+
+        Args:
+            model_dir: the model folder.
+            strategy: a ``tf.distribute.Strategy`` (see :func:`pneumonia.distribute.choose_strategy`)
+                to create the weights under and to split batches across; ``None`` for one device.
 
         Raises:
             ModelLoadError: the model or metadata is missing, corrupt or inconsistent.
         """
+        import contextlib
+
         from pneumonia.model import resolve_model_dir
         from pneumonia.ood import OodGate
 
         model_dir = resolve_model_dir(model_dir)
-        model, metadata = load_model(model_dir)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            model, metadata = load_model(model_dir)
         gate = None
         if metadata.ood:
             try:
                 gate = OodGate.load(model_dir)
             except (OSError, KeyError, ValueError) as exc:
                 raise ModelLoadError(f"The chest X-ray gate file in {model_dir} is missing or corrupt ({exc}).") from None
-        return cls(model, metadata, gate)
+        return cls(model, metadata, gate, strategy)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return self.metadata.class_names
 
-    def preprocess(self, image: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+    def preprocess(self, image: ImageSource) -> tuple[Film, np.ndarray]:
         """Decode a film and make the model input.
 
         Returns:
-            ``(gray, batch)``: the film ``float32 (H, W)`` in ``[0, 1]`` and the model input
+            ``(film, batch)``: the decoded :class:`pneumonia.preprocessing.Film` (grayscale
+            ``float32 (H, W)`` in ``[0, 1]`` and colourfulness) and the model input
             ``float32 (1, S, S, 1)`` in ``[0, 1]``.
 
         Raises:
             InvalidImageError: unreadable input.
         """
-        gray = read_image(image)
-        return gray, to_batch(resize_image(gray, self.metadata.input_size))
+        film = read_film(image)
+        return film, to_batch(resize_image(film.gray, self.metadata.input_size))
 
     def to_prediction(self, logit: float, gray: Optional[np.ndarray] = None,
-                      distance: Optional[float] = None) -> Prediction:
+                      distance: Optional[float] = None, colourfulness: float = 0.0) -> Prediction:
         """Calibrate one logit, apply the threshold and the chest X-ray gate."""
         p = float(apply_temperature(np.array([logit]), self.metadata.temperature)[0])
         normal, pneumonia = self.class_names
-        is_chest_xray = distance is None or self.gate is None or distance <= self.gate.threshold
+        is_chest_xray = self.gate is None or distance is None or self.gate.accepts(distance, colourfulness)
         if not is_chest_xray:
             label = UNKNOWN
         else:
             label = pneumonia if p >= self.metadata.threshold else normal
         return Prediction(label=label, probabilities={normal: 1.0 - p, pneumonia: p},
                           threshold=float(self.metadata.threshold), logit=float(logit), image=gray,
-                          chest_xray_distance=distance, is_chest_xray=is_chest_xray)
+                          chest_xray_distance=distance, colourfulness=colourfulness,
+                          is_chest_xray=is_chest_xray)
+
+    def describe_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and gate descriptions for a model-ready batch.
+
+        Args:
+            batch: ``float32 (N, S, S, 1)`` in ``[0, 1]``.
+
+        Returns:
+            ``(logits (N,), descriptions (N, D))``, ``float64`` (see :func:`pneumonia.ood.describe_inputs`).
+        """
+        from pneumonia.ood import describe_inputs
+
+        logits, features = self.run_network(batch)
+        return logits.astype(np.float64), describe_inputs(batch, features)
+
+    def run_network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's logits ``(N,)`` and pooled gate features ``(N, C)`` for a model-ready batch.
+
+        Under a strategy with several replicas the batch is split across them
+        (:func:`pneumonia.distribute.run_sharded`); the result is the same.
+        """
+        if self.strategy is not None and self.strategy.num_replicas_in_sync > 1:
+            from pneumonia.distribute import run_sharded
+
+            logits, features = run_sharded(self.strategy, self._forward, batch)
+            return logits, features
+        logits, features = self._forward(batch)
+        return logits.numpy(), features.numpy()
 
     def score_batch(self, batch: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Logits and gate distances for a model-ready batch.
@@ -158,13 +215,10 @@ class Predictor:
         Returns:
             ``(logits (N,), distances (N,) or None when no gate ships)``, ``float64``.
         """
-        from pneumonia.ood import describe_inputs
-
-        logits, features = self._forward(batch)
-        logits = logits.numpy().astype(np.float64)
         if self.gate is None:
-            return logits, None
-        return logits, self.gate.distances(describe_inputs(batch, features.numpy()))
+            return self.run_network(batch)[0].astype(np.float64), None
+        logits, descriptions = self.describe_batch(batch)
+        return logits, self.gate.distances(descriptions)
 
     def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
                 max_overlay_side: Optional[int] = None) -> Prediction:
@@ -184,16 +238,23 @@ class Predictor:
         Raises:
             InvalidImageError: the input cannot be read as a film.
         """
-        gray, batch = self.preprocess(image)
-        logits, distances = self.score_batch(batch)
-        result = self.to_prediction(logits[0], gray, None if distances is None else float(distances[0]))
+        film, batch = self.preprocess(image)
+        gray = film.gray
+        if explain:
+            from pneumonia.ood import describe_inputs
+
+            logits, features, cams = (output.numpy() for output in self._forward_explain(batch))
+            logits = logits.astype(np.float64)
+            distances = None if self.gate is None else self.gate.distances(describe_inputs(batch, features))
+        else:
+            logits, distances = self.score_batch(batch)
+        result = self.to_prediction(logits[0], gray, None if distances is None else float(distances[0]),
+                                    film.colourfulness)
         if not explain or result.label == UNKNOWN:
             return result
         # The class to explain depends on the calibrated threshold, which is not at logit 0 in
-        # general, so the label is decided before the gradient pass.
-        class_index = self.class_names.index(result.label)
-        _, cam = self._explain(batch, np.array([class_index], dtype=np.int32))
-        result.heatmap = cam.numpy()[0].astype(np.float32)
+        # general: the label, decided after the pass, picks one of the two maps.
+        result.heatmap = cams[self.class_names.index(result.label), 0].astype(np.float32)
         result.overlay = render_overlay(gray, result.heatmap, alpha, max_overlay_side)
         return result
 
@@ -215,9 +276,10 @@ class Predictor:
 
         def load(path: Path):
             try:
-                return resize_image(read_image(path), size), ""
+                film = read_film(path)
+                return resize_image(film.gray, size), film.colourfulness, ""
             except PneumoniaError as exc:
-                return None, str(exc)
+                return None, 0.0, str(exc)
 
         # Decode batch k+1 in the pool while the network runs on batch k: memory stays bounded
         # to two batches however large the archive.
@@ -233,14 +295,14 @@ class Predictor:
 
     def _classify_chunk(self, paths: list, futures: list) -> Iterator[dict]:
         loaded = [f.result() for f in futures]
-        good = [i for i, (image, _) in enumerate(loaded) if image is not None]
+        good = [i for i, (image, _, _) in enumerate(loaded) if image is not None]
         scores = {}
         if good:
             batch = np.stack([loaded[i][0] for i in good])[..., None].astype(np.float32)
             logits, distances = self.score_batch(batch)
             for j, i in enumerate(good):
-                scores[i] = (logits[j], None if distances is None else float(distances[j]))
-        for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
+                scores[i] = (logits[j], None, None if distances is None else float(distances[j]), loaded[i][1])
+        for i, (path, (_, _, error)) in enumerate(zip(paths, loaded)):
             if i in scores:
                 r = self.to_prediction(*scores[i])
                 yield {"path": str(path), "label": r.label,
@@ -273,7 +335,28 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
 
         gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
                           interpolation=cv2.INTER_AREA)
-    return overlay_heatmap(gray, heatmap, alpha)
+    return _overlay_by_plane(gray, heatmap, alpha)
+
+
+def _overlay_by_plane(gray: np.ndarray, heatmap: np.ndarray, alpha: float) -> Image.Image:
+    """:func:`pneumonia.gradcam.overlay_heatmap`, pixel for pixel, computed one colour plane at a time.
+
+    The same arithmetic in the same order, on ``(H, W)`` planes instead of ``(H, W, 3)`` arrays
+    broadcast against ``(H, W, 1)`` weights, which numpy runs several times slower: 4x faster on a
+    1-megapixel film (docs/performance.md).
+    """
+    from pneumonia.gradcam import colorize_heatmap, resize_heatmap
+
+    alpha = float(np.clip(alpha, 0.0, 1.0))
+    height, width = gray.shape
+    full = resize_heatmap(heatmap, (width, height))
+    weight = alpha * full
+    kept = (np.clip(gray, 0.0, 1.0) * 255.0) * (1.0 - weight)
+    colours = colorize_heatmap(full)
+    rgb = np.empty((height, width, 3), np.uint8)
+    for channel in range(3):
+        rgb[..., channel] = np.round(kept + colours[..., channel].astype(np.float32) * weight)
+    return Image.fromarray(rgb, mode="RGB")
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

@@ -27,7 +27,8 @@ METADATA_FILENAME = "metadata.json"
 LAST_CONV_LAYER = "last_conv"
 NORMALIZATION = (
     "float32 (N, S, S, 1) in [0, 1]: grayscale, sample value / max of its type (8-bit /255, "
-    "16-bit /65535), squashed to S x S with area interpolation; the network standardises "
+    "16-bit containers / (2^b - 1), b = 10, 12, 14 or 16 bits by the largest value; DICOM via "
+    "modality LUT + VOI window), squashed to S x S with area interpolation; the network standardises "
     "each image itself (LayerNormalization over H, W, C)"
 )
 

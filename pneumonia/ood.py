@@ -1,9 +1,11 @@
 """The "not a chest X-ray" gate: is this image like the films the network was trained on?
 
-An image is called UNKNOWN when its description is far, in Mahalanobis distance, from the
-training films. The description joins what the network itself sees (the pooled activations of its
-last convolutional stage) with simple intensity statistics of the model input (a 16-bin histogram
-and the left-right symmetry of the film). The mean and a shrunk covariance (Ledoit-Wolf) are
+An image is called UNKNOWN when it is in colour (a chest film has no chroma; the limit,
+``MAX_COLOURFULNESS``, leaves room for a tinted phone photo of a film), or when its description is
+far, in Mahalanobis distance, from the training films. The description joins what the network itself sees (the pooled activations of its
+last convolutional stage) with simple intensity statistics of the model input (a 16-bin histogram of
+the film stretched to its own min..max, so bit depth and exposure do not move it, and the
+left-right symmetry of the film). The mean and a shrunk covariance (Ledoit-Wolf) are
 fitted on the training films only; the distance threshold is the ``quantile`` of the validation
 films' distances. No non-X-ray image is used to build the gate, so every negative image it is
 measured on is unseen.
@@ -19,6 +21,9 @@ import numpy as np
 OOD_FILENAME = "ood.npz"
 FEATURE_LAYER = "pool"
 HISTOGRAM_BINS = 16
+# Mean chroma (max - min of R, G, B over the full range) above which an upload is not a film.
+# Training films have 0; photos, histology and charts 0.1-0.45 (see pneumonia/negatives.py).
+MAX_COLOURFULNESS = 0.08
 
 
 def describe_inputs(batch: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -29,11 +34,14 @@ def describe_inputs(batch: np.ndarray, features: np.ndarray) -> np.ndarray:
         features: pooled activations ``(N, C)`` for the same inputs.
 
     Returns:
-        ``float64 (N, C + 17)``: the features, a 16-bin intensity histogram (fractions) and the
-        mean absolute left-right difference.
+        ``float64 (N, C + 17)``: the features, a 16-bin histogram (fractions) of each image
+        stretched to its own min..max, and the mean absolute left-right difference of that.
     """
     images = np.asarray(batch, dtype=np.float32)[..., 0]
     n = images.shape[0]
+    low = images.min(axis=(1, 2), keepdims=True)
+    high = images.max(axis=(1, 2), keepdims=True)
+    images = (images - low) / np.maximum(high - low, 1e-6)
     index = np.minimum((images.reshape(n, -1) * HISTOGRAM_BINS).astype(np.int64), HISTOGRAM_BINS - 1)
     histogram = np.stack([np.bincount(row, minlength=HISTOGRAM_BINS) for row in index]) / index.shape[1]
     symmetry = np.abs(images - images[:, :, ::-1]).mean(axis=(1, 2))[:, None]
@@ -42,32 +50,34 @@ def describe_inputs(batch: np.ndarray, features: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class OodGate:
-    """Mahalanobis gate: ``mean (D,)``, ``precision (D, D)`` and a squared-distance ``threshold``."""
+    """Mahalanobis gate: ``mean (D,)``, ``precision (D, D)``, a squared-distance ``threshold``
+    and the largest colourfulness a film may have."""
 
     mean: np.ndarray
     precision: np.ndarray
     threshold: float
+    max_colourfulness: float = MAX_COLOURFULNESS
+
+    def accepts(self, distance: float, colourfulness: float) -> bool:
+        """True when an upload at this distance and colourfulness looks like a chest film."""
+        return distance <= self.threshold and colourfulness <= self.max_colourfulness
 
     def distances(self, descriptions: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distances ``(N,)`` of descriptions ``(N, D)``."""
         centred = np.asarray(descriptions, np.float64) - self.mean
         return np.einsum("nd,de,ne->n", centred, self.precision, centred)
 
-    def is_chest_xray(self, descriptions: np.ndarray) -> np.ndarray:
-        """Boolean ``(N,)``: True where the distance is within the threshold."""
-        return self.distances(descriptions) <= self.threshold
-
     def save(self, model_dir: str | Path) -> Path:
         path = Path(model_dir) / OOD_FILENAME
         np.savez(path, mean=self.mean.astype(np.float32), precision=self.precision.astype(np.float32),
-                 threshold=np.float64(self.threshold))
+                 threshold=np.float64(self.threshold), max_colourfulness=np.float64(self.max_colourfulness))
         return path
 
     @classmethod
     def load(cls, model_dir: str | Path) -> "OodGate":
         with np.load(Path(model_dir) / OOD_FILENAME) as data:
             return cls(data["mean"].astype(np.float64), data["precision"].astype(np.float64),
-                       float(data["threshold"]))
+                       float(data["threshold"]), float(data["max_colourfulness"]))
 
 
 def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quantile: float = 0.995) -> tuple[OodGate, dict]:
@@ -91,8 +101,9 @@ def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quant
     threshold = float(np.quantile(val_d, quantile))
     gate = OodGate(mean, precision, threshold)
     summary = {
-        "method": "Mahalanobis distance (Ledoit-Wolf covariance) on pooled CNN features + "
-                  "16-bin intensity histogram + left-right symmetry",
+        "method": "colour check, then Mahalanobis distance (Ledoit-Wolf covariance) on pooled CNN "
+                  "features + 16-bin min-max-stretched intensity histogram + left-right symmetry",
+        "max_colourfulness": MAX_COLOURFULNESS,
         "file": OOD_FILENAME,
         "feature_layer": FEATURE_LAYER,
         "threshold": round(threshold, 4),

@@ -4,8 +4,10 @@ Intensity convention (the one place it is written down; :func:`check_model_input
 
     The network eats ``float32`` arrays of shape ``(N, S, S, 1)`` with values in ``[0, 1]``:
     one grayscale channel, 0 = black (air on a standard film), 1 = white (bone), the full
-    range of the source's sample type mapped linearly onto ``[0, 1]`` (8-bit: ``v / 255``,
-    16-bit: ``v / 65535``). DICOM is the exception, because its stored values are not meant to be
+    range of the source's sample type mapped linearly onto ``[0, 1]`` (8-bit: ``v / 255``;
+    16-bit containers: ``v / (2**b - 1)`` with ``b`` the smallest of 10, 12, 14 and 16 bits
+    that holds the image's largest value, because detectors store 10-14-bit data in 16-bit
+    files and a 12-bit film read as ``v / 65535`` would fill only 1/16 of the range). DICOM is the exception, because its stored values are not meant to be
     shown as they are: the modality LUT and the VOI transform (VOI LUT, else window) are applied
     and the VOI output range is mapped onto ``[0, 1]`` (the image's own min..max when the file has
     no VOI transform); MONOCHROME1 is inverted (:mod:`pneumonia.dicom`). ``S`` is
@@ -13,8 +15,8 @@ Intensity convention (the one place it is written down; :func:`check_model_input
     films were stored that way.
 
 The network standardises each image itself (zero mean, unit variance), so the absolute scale of
-that range does not matter to its answer; that is what lets an 8-bit JPEG and a 12-bit film in a
-16-bit PNG give the same result.
+that range matters little to its answer (its standardisation has a small epsilon, 1e-3 in
+variance units, which is why a film must still span most of ``[0, 1]``).
 
 Everything here is a pure function of its arguments: no model, no global state.
 """
@@ -25,7 +27,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -49,7 +51,35 @@ MAX_ASPECT_RATIO = 4.0
 PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF", "PPM", "JPEG2000")
 
 
+class Film(NamedTuple):
+    """A decoded upload: its grayscale pixels and how colourful the original was.
+
+    Attributes:
+        gray: ``float32 (H, W)`` in ``[0, 1]`` (the intensity convention above).
+        colourfulness: mean chroma of the original, ``max(R, G, B) - min(R, G, B)`` over the
+            full range, in ``[0, 1]``; 0 for grayscale sources. A chest film has none.
+    """
+
+    gray: np.ndarray
+    colourfulness: float
+
+
 def read_image(source: ImageSource) -> np.ndarray:
+    """Decode an image into grayscale floats: ``read_film(source).gray``.
+
+    Args:
+        source: see :func:`read_film`.
+
+    Returns:
+        ``float32`` array of shape ``(H, W)`` with values in ``[0, 1]``.
+
+    Raises:
+        InvalidImageError: see :func:`read_film`.
+    """
+    return read_film(source).gray
+
+
+def read_film(source: ImageSource) -> Film:
     """Decode an image from a path, bytes, PIL image or numpy array into grayscale floats.
 
     Files and bytes may be PNG, JPEG, TIFF, BMP, WebP, GIF, PGM, JPEG 2000 or DICOM (see
@@ -62,16 +92,16 @@ def read_image(source: ImageSource) -> np.ndarray:
             ``[0, 1]``).
 
     Returns:
-        ``float32`` array of shape ``(H, W)`` with values in ``[0, 1]``.
+        A :class:`Film`: ``float32 (H, W)`` grayscale in ``[0, 1]`` and the source's colourfulness.
 
     Raises:
         InvalidImageError: the input is empty, not an image, truncated, animated, multi-frame,
             colour DICOM, too large, too small or of a shape no chest film has.
     """
     if isinstance(source, np.ndarray):
-        return _check_shape(array_to_gray(source))
+        return Film(_check_shape(array_to_gray(source)), array_colourfulness(source))
     if isinstance(source, Image.Image):
-        return _check_shape(pil_to_gray(source))
+        return Film(_check_shape(pil_to_gray(source)), pil_colourfulness(source))
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
         name = "the upload"
@@ -90,10 +120,16 @@ def read_image(source: ImageSource) -> np.ndarray:
         raise InvalidImageError(
             f"Unsupported input type {type(source).__name__}: give a path, bytes, PIL image or array."
         )
-    return _check_shape(decode_bytes(data, name))
+    film = decode_film(data, name)
+    return Film(_check_shape(film.gray), film.colourfulness)
 
 
 def decode_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
+    """Decode an encoded image file into grayscale floats: ``decode_film(data, name).gray``."""
+    return decode_film(data, name).gray
+
+
+def decode_film(data: bytes, name: str = "the upload") -> Film:
     """Decode an encoded image file (PNG, JPEG, TIFF, BMP, WebP, GIF, PGM, JPEG 2000 or DICOM).
 
     DICOM is recognised by the ``DICM`` magic at byte 128; files named ``.dcm`` / ``.dicom`` (or
@@ -105,7 +141,7 @@ def decode_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
         name: how to call the file in error messages (the file name; never a patient detail).
 
     Returns:
-        ``float32`` array of shape ``(H, W)`` in ``[0, 1]``.
+        A :class:`Film` (DICOM films are grayscale: colour DICOM is refused).
 
     Raises:
         InvalidImageError: empty, unreadable, truncated, animated, multi-frame or oversized input.
@@ -113,13 +149,13 @@ def decode_bytes(data: bytes, name: str = "the upload") -> np.ndarray:
     if not data:
         raise InvalidImageError(f"{name} is empty (0 bytes).")
     if has_dicom_magic(data):
-        return read_dicom(data, name, max_pixels=MAX_PIXELS)
+        return Film(read_dicom(data, name, max_pixels=MAX_PIXELS), 0.0)
     try:
         return _decode_with_pillow(data, name)
     except _NotAnImage:
         if has_dicom_name(name) or looks_like_bare_dicom(data):
             try:
-                return read_dicom(data, name, max_pixels=MAX_PIXELS)
+                return Film(read_dicom(data, name, max_pixels=MAX_PIXELS), 0.0)
             except InvalidImageError:
                 if has_dicom_name(name):
                     raise
@@ -139,7 +175,7 @@ class _NotAnImage(Exception):
     """Pillow recognised no (allowed) format in the bytes."""
 
 
-def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
+def _decode_with_pillow(data: bytes, name: str) -> Film:
     """Decode ``data`` with Pillow, restricted to :data:`PILLOW_FORMATS`.
 
     Raises:
@@ -166,7 +202,7 @@ def _decode_with_pillow(data: bytes, name: str) -> np.ndarray:
                         "upload a single frontal film."
                     )
                 image.load()
-                return pil_to_gray(image)
+                return Film(pil_to_gray(image), pil_colourfulness(image))
         except InvalidImageError:
             raise
         except UnidentifiedImageError:
@@ -203,8 +239,7 @@ def pil_to_gray(image: Image.Image) -> np.ndarray:
         values = np.asarray(image, dtype=np.float64)
         if values.min() < 0:
             raise InvalidImageError("The image holds negative pixel values; it is not a radiograph.")
-        # 16-bit containers: map the full unsigned 16-bit range onto [0, 1].
-        return (values / 65535.0).clip(0.0, 1.0).astype(np.float32)
+        return _scale_integer(values, np.uint16)
     if mode == "F":
         return array_to_gray(np.asarray(image, dtype=np.float32))
     if mode in ("LA", "La"):
@@ -220,6 +255,34 @@ def pil_to_gray(image: Image.Image) -> np.ndarray:
                 "or RGB."
             ) from None
     return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def pil_colourfulness(image: Image.Image, max_side: int = 256) -> float:
+    """Mean chroma ``max(R,G,B) - min(R,G,B)`` of a PIL image in ``[0, 1]``; 0 for gray modes.
+
+    Measured on a thumbnail of at most ``max_side`` pixels: colour is a global property and the
+    full-resolution conversion would cost more than the network.
+    """
+    if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;16"):
+        return 0.0
+    thumb = image.copy()
+    thumb.thumbnail((max_side, max_side))
+    try:
+        rgb = np.asarray(thumb.convert("RGB"), dtype=np.float32)
+    except (ValueError, OSError):
+        return 0.0
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / 255.0)
+
+
+def array_colourfulness(array: np.ndarray) -> float:
+    """Mean chroma of an ``(H, W, 3|4)`` array in ``[0, 1]`` of its type's range; 0 for grayscale."""
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[-1] < 3:
+        return 0.0
+    step = max(1, max(array.shape[:2]) // 256)
+    rgb = array[::step, ::step, :3].astype(np.float64)
+    full_scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype, 1.0)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean() / full_scale)
 
 
 def array_to_gray(array: np.ndarray) -> np.ndarray:
@@ -262,12 +325,27 @@ def array_to_gray(array: np.ndarray) -> np.ndarray:
     )
 
 
+def container_full_scale(max_value: float) -> float:
+    """Full-scale value of a 16-bit container: ``2**b - 1`` for the smallest ``b`` in
+    (10, 12, 14, 16) with ``max_value <= 2**b - 1``."""
+    for bits in (10, 12, 14):
+        if max_value <= 2**bits - 1:
+            return float(2**bits - 1)
+    return 65535.0
+
+
 def _scale_integer(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Map uint8 / uint16 sample values (possibly already cast to float) onto [0, 1]."""
+    """Map uint8 / uint16 sample values (possibly already cast to float) onto [0, 1].
+
+    uint8 is divided by 255; uint16 by its container's effective full scale
+    (:func:`container_full_scale`).
+    """
     if np.dtype(dtype) == np.uint8:
         return (np.asarray(values, dtype=np.float32) / 255.0).clip(0.0, 1.0)
     if np.dtype(dtype) == np.uint16:
-        return (np.asarray(values, dtype=np.float32) / 65535.0).clip(0.0, 1.0)
+        values = np.asarray(values, dtype=np.float32)
+        full_scale = container_full_scale(float(values.max()) if values.size else 0.0)
+        return (values / full_scale).clip(0.0, 1.0)
     raise InvalidImageError(
         f"Unsupported image array dtype {np.dtype(dtype)}: use uint8, uint16 or float in [0, 1]."
     )

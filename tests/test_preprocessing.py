@@ -62,14 +62,25 @@ def test_mode_L_gradient_is_v_over_255(shape):
 
 
 @pytest.mark.parametrize("shape", SIZES)
-def test_mode_I16_is_v_over_65535(shape):
+def test_mode_I16_is_v_over_its_container_full_scale(shape):
     height, width = shape
     values = ((np.arange(height)[:, None] * 131 + np.arange(width)[None, :] * 17) % 65536).astype(np.uint16)
     image = Image.fromarray(values)
     assert image.mode == "I;16"
     gray = read_image(_encode(image))
     _assert_convention(gray, shape)
-    np.testing.assert_allclose(gray, values.astype(np.float64) / 65535.0, atol=1e-6)
+    # The smallest 2**b - 1 (b = 10, 12, 14, 16) holding the largest value, computed here directly.
+    full_scale = next(2.0**b - 1 for b in (10, 12, 14, 16) if values.max() < 2**b)
+    np.testing.assert_allclose(gray, values.astype(np.float64) / full_scale, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [10, 12, 14, 16])
+def test_16bit_container_is_scaled_by_its_bit_depth(bits):
+    """A b-bit film stored in a 16-bit PNG spans [0, 1] like the same film at 8 bits."""
+    ramp = np.linspace(0, 2**bits - 1, 64 * 64).reshape(64, 64).round().astype(np.uint16)
+    gray = read_image(_encode(Image.fromarray(ramp)))
+    assert gray.max() == pytest.approx(1.0) and gray.min() == 0.0
+    np.testing.assert_allclose(gray, ramp / (2.0**bits - 1), atol=1e-6)
 
 
 @pytest.mark.parametrize("shape", SIZES[:4])
@@ -151,7 +162,8 @@ def test_lossless_formats_keep_8bit_values(fmt):
     "array, expected",
     [
         (np.full((40, 40), 51, np.uint8), 0.2),
-        (np.full((40, 40), 13107, np.uint16), 0.2),
+        (np.full((40, 40), 52428, np.uint16), 0.8),
+        (np.full((40, 40), 819, np.uint16), 819 / 1023),  # 10-bit data in a 16-bit array
         (np.full((40, 40), 0.2, np.float64), 0.2),
         (np.full((40, 40, 1), 51, np.uint8), 0.2),
         (np.ones((40, 40), bool), 1.0),

@@ -14,7 +14,9 @@ NEGATIVES = dict(make_negative_images())
 def test_non_chest_images_come_back_unknown(predictor, name):
     result = predictor.predict(NEGATIVES[name], explain=True)
     assert result.label == "UNKNOWN"
-    assert not result.is_chest_xray and result.chest_xray_distance > predictor.gate.threshold
+    gate = predictor.gate
+    assert not result.is_chest_xray
+    assert result.chest_xray_distance > gate.threshold or result.colourfulness > gate.max_colourfulness
     assert result.heatmap is None and result.overlay is None  # nothing to explain
 
 
@@ -22,7 +24,17 @@ def test_chest_films_pass_the_gate(predictor, film_paths, example_paths):
     for path in list(film_paths) + list(example_paths):
         result = predictor.predict(path)
         assert result.label in ("NORMAL", "PNEUMONIA"), path.name
-        assert result.chest_xray_distance <= predictor.gate.threshold
+        assert result.chest_xray_distance <= predictor.gate.threshold and result.colourfulness == 0.0
+
+
+def test_a_tinted_film_passes_but_a_colour_photo_does_not(predictor, film_paths):
+    """A faint colour cast (a phone photo of a film on a monitor) is still a film; colour is not."""
+    from PIL import Image
+
+    gray = np.asarray(Image.open(film_paths[-1]).convert("L"), dtype=np.float64)
+    tint = np.stack([gray * 0.97, gray, np.minimum(gray * 1.03 + 4, 255)], axis=2).astype(np.uint8)
+    assert predictor.predict(tint).label != "UNKNOWN"
+    assert predictor.predict(NEGATIVES["skimage:chelsea"]).colourfulness > predictor.gate.max_colourfulness
 
 
 def test_gate_is_described_in_metadata(predictor):
@@ -42,7 +54,7 @@ def test_batch_cli_labels_unknown(predictor, tmp_path):
     import csv
 
     (row,) = list(csv.DictReader(out.open()))
-    assert row["label"] == "UNKNOWN" and float(row["chest_xray_distance"]) > predictor.gate.threshold
+    assert row["label"] == "UNKNOWN"
 
 
 def test_gate_distance_matches_an_independent_mahalanobis(predictor, film_paths):
