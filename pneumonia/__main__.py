@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -35,14 +36,24 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Classify files and folders, writing one CSV row per file (to ``--csv`` or stdout)."""
+    """Classify files and folders, writing one CSV row per file (to ``--csv`` or stdout).
+
+    Batches run under the ``tf.distribute`` strategy the environment calls for (see
+    :mod:`pneumonia.distribute`); under a multi-worker strategy only the chief writes.
+    """
+    from pneumonia.distribute import choose_strategy, describe_strategy, is_chief, needs_distribution
     from pneumonia.inference import Predictor
 
     files = collect_files(args.paths)
     if not files:
         print("No files found.", file=sys.stderr)
         return 2
-    predictor = Predictor.load(args.model)
+    strategy = choose_strategy()
+    if needs_distribution(strategy):
+        print(f"strategy: {describe_strategy(strategy)}", file=sys.stderr)
+    predictor = Predictor.load(args.model, strategy=strategy)
+    if not is_chief(strategy):
+        args.csv, args.quiet = os.devnull, True
     out = open(args.csv, "w", newline="") if args.csv else sys.stdout
     progress = None
     if args.csv and not args.quiet:
@@ -63,7 +74,7 @@ def run_predict(args: argparse.Namespace) -> int:
             progress.close()
         if args.csv:
             out.close()
-    if args.csv:
+    if args.csv and args.csv != os.devnull:
         print(f"{len(files) - failures} classified, {failures} unreadable -> {args.csv}", file=sys.stderr)
     return 0
 

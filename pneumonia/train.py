@@ -144,6 +144,42 @@ def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
     return train, val
 
 
+def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=None):
+    """The network with its optimiser, loss and metrics, created under ``strategy.scope()``.
+
+    Args:
+        config: hyper-parameters (widths, dropout, learning-rate schedule, ...).
+        steps_per_epoch: optimiser steps per epoch, for the warm-up + cosine schedule.
+        strategy: the ``tf.distribute.Strategy`` to train under (see
+            :func:`pneumonia.distribute.choose_strategy`); ``None`` for the default one.
+            ``config.batch_size`` is the global batch, split across its replicas.
+
+    Returns:
+        A compiled ``keras.Model``.
+    """
+    import keras
+    import tensorflow as tf
+
+    from pneumonia.model import build_model
+
+    strategy = strategy or tf.distribute.get_strategy()
+    total = max(1, steps_per_epoch * config.epochs)
+    warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
+    with strategy.scope():
+        model = build_model(config.input_size, config.widths, config.dropout, config.seed)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
+            warmup_target=config.learning_rate, warmup_steps=warmup,
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+            metrics=[keras.metrics.AUC(name="auc", from_logits=True),
+                     keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+        )
+    return model
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Balanced weights ``N / (2 * N_c)`` so both classes count equally in the loss."""
     counts = np.bincount(labels, minlength=2).astype(float)
@@ -207,6 +243,10 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, log=print) -> dict:
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, log=print) -> dict:
     """Train, calibrate and save a model. Returns the metadata written, as a dict.
 
+    Training runs under the ``tf.distribute`` strategy the environment calls for
+    (:func:`pneumonia.distribute.choose_strategy`). Under a multi-worker strategy every worker
+    trains; only the chief calibrates and saves, and the other workers return ``{}``.
+
     Args:
         data_dir: dataset root holding ``train/NORMAL`` and ``train/PNEUMONIA`` (or the class
             folders directly).
@@ -214,6 +254,10 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         config: hyper-parameters.
         log: where progress lines go.
     """
+    from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
+
+    # First, before any other TensorFlow work: a multi-worker strategy must be created then.
+    strategy = choose_strategy()
     import keras
     from sklearn.metrics import roc_auc_score
 
@@ -222,6 +266,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     from pneumonia.ood import fit_gate_for_model
 
     started = time.time()
+    log(f"strategy: {describe_strategy(strategy)}")
     train_root, train_records, val_records = split_records(data_dir, config)
     log(f"train: {len(train_records)} films, val: {len(val_records)} films "
         f"({len({r.patient for r in val_records})} patients, none in train)")
@@ -235,20 +280,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
 
     keras.utils.set_random_seed(config.seed)
     train_ds, val_ds = make_datasets(train_x, train_y, val_x, val_y, config)
-    model = build_model(config.input_size, config.widths, config.dropout, config.seed)
-    steps_per_epoch = len(train_x) // config.batch_size
-    total = max(1, steps_per_epoch * config.epochs)
-    warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
-        warmup_target=config.learning_rate, warmup_steps=warmup,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.AUC(name="auc", from_logits=True),
-                 keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
-    )
+    model = build_compiled_model(config, len(train_x) // config.batch_size, strategy)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
@@ -259,6 +291,9 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         shuffle=False,  # the tf.data pipeline shuffles, reproducibly
         verbose=2,
     )
+    if not is_chief(strategy):
+        log("training done on this worker; the chief calibrates and saves the model")
+        return {}
     epochs_run = len(history.history["loss"])
     best_epoch = int(np.argmax(history.history["val_auc"])) + 1
 
