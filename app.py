@@ -46,6 +46,9 @@ MAX_FILE_SIZE = "40mb"
 CONCURRENCY_LIMIT = 2
 QUEUE_MAX_SIZE = 32
 CACHE_TTL_S = 3600  # default age at which uploads, previews and overlays are deleted
+# What a session keeps to redraw its overlay (the film as 8-bit grayscale at display size and the
+# heatmap, about 1 MB) is dropped this long after its analysis.
+STATE_TTL_S = 900
 VIEWS = ("Overlay", "Original")
 
 logger = logging.getLogger("pneumonia.app")
@@ -191,7 +194,8 @@ def build_demo(predictor) -> gr.Blocks:
         The ``gr.Blocks`` app, queue configured, not launched (launch it with
         ``**launch_options()``).
     """
-    from pneumonia.inference import make_preview, render_overlay, shrink_for_display
+    from pneumonia.inference import make_preview, render_overlay
+    from pneumonia.preprocessing import read_image
 
     class_names = tuple(predictor.class_names)
     ttl = cache_ttl_s()
@@ -229,16 +233,16 @@ def build_demo(predictor) -> gr.Blocks:
                                      overlay, "overlay.jpeg")
         notes = FINDINGS.get(result.label, FINDINGS["UNKNOWN"])
         return (confidences, overlay_file, summarize(result, known), verdict_html(result, class_names), notes,
-                shrink_for_display(result, OVERLAY_MAX_SIDE), VIEWS[0])
+                (make_preview(result.image, max_side=OVERLAY_MAX_SIDE), result.heatmap), VIEWS[0])
 
-    def rerender(result, alpha, view):
-        """Redraw the overlay from the kept result: no model call."""
-        if result is None or result.image is None:
+    def rerender(kept, alpha, view):
+        """Redraw the overlay from the session's kept film and heatmap: no model call."""
+        if kept is None:
             return gr.skip()
-        if view == VIEWS[1] or result.heatmap is None:
-            return to_cache_file(make_preview(result.image, max_side=OVERLAY_MAX_SIDE), overlay, "film.jpeg")
-        return to_cache_file(render_overlay(result.image, result.heatmap, alpha, OVERLAY_MAX_SIDE), overlay,
-                             "overlay.jpeg")
+        film, heatmap = kept
+        if view == VIEWS[1] or heatmap is None:
+            return to_cache_file(film, overlay, "film.jpeg")
+        return to_cache_file(render_overlay(read_image(film), heatmap, alpha), overlay, "overlay.jpeg")
 
     examples = list_examples()
     # The bundled films are served from examples/ itself rather than copied into the temporary
@@ -253,7 +257,7 @@ def build_demo(predictor) -> gr.Blocks:
                     "probability and a Grad-CAM heatmap of where it looked.")
         gr.HTML(f'<div class="notice" role="note">{_bold(DISCLAIMER)}</div>', css_template=NOTICE_CSS,
                 js_on_load=None)
-        state = gr.State(None, time_to_live=ttl)
+        state = gr.State(None, time_to_live=STATE_TTL_S)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300):
                 # Any file is taken and its content decides the format: DICOM exported from a PACS

@@ -399,28 +399,3 @@ def make_preview(image: ImageSource, max_side: int = 768) -> Image.Image:
     if scale < 1.0:
         preview = preview.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.LANCZOS)
     return preview
-
-
-def shrink_for_display(result: Prediction, max_side: int) -> Prediction:
-    """A copy of ``result`` light enough to keep per session for re-rendering its overlay.
-
-    The film is shrunk so its longer side is at most ``max_side`` (the size overlays are shown
-    at; a full-size film is tens of MB of float32) and the rendered overlay is dropped, so
-    ``render_overlay(copy.image, copy.heatmap, alpha)`` gives the displayed overlay again.
-
-    Args:
-        result: a prediction holding its decoded film (``image``).
-        max_side: longest side of the kept film in pixels.
-
-    Returns:
-        A new :class:`Prediction`; ``result`` is not modified.
-    """
-    gray = result.image
-    if gray is not None and max(gray.shape) > max_side:
-        import cv2
-
-        height, width = gray.shape
-        scale = max_side / max(height, width)
-        gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
-                          interpolation=cv2.INTER_AREA)
-    return dataclasses.replace(result, image=gray, overlay=None)
