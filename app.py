@@ -214,12 +214,11 @@ def build_demo(predictor) -> gr.Blocks:
             raise gr.Error("This file could not be read.", print_exception=False) from None
         return (preview, *cleared)
 
-    def analyze(film, alpha, progress=gr.Progress()):
+    def analyze(film, alpha):
         """Classify the uploaded file (its bytes) and explain the answer at opacity ``alpha``."""
         if not film:
             raise gr.Error("Upload a chest X-ray, or pick an example, first.", title="No film",
                            print_exception=False)
-        progress(0.2, desc="Running the CNN and Grad-CAM")
         try:
             result = predictor.predict(film, explain=True, alpha=alpha, max_overlay_side=OVERLAY_MAX_SIDE)
         except PneumoniaError as exc:
