@@ -339,11 +339,11 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
 
 
 def _overlay_by_plane(gray: np.ndarray, heatmap: np.ndarray, alpha: float) -> Image.Image:
-    """:func:`pneumonia.gradcam.overlay_heatmap`, pixel for pixel, computed one colour plane at a time.
+    """:func:`pneumonia.gradcam.overlay_heatmap`, pixel for pixel, about 3x faster.
 
-    The same arithmetic in the same order, on ``(H, W)`` planes instead of ``(H, W, 3)`` arrays
-    broadcast against ``(H, W, 1)`` weights, which numpy runs several times slower: 4x faster on a
-    1-megapixel film (docs/performance.md).
+    The same arithmetic in the same order, but on ``(H, W)`` planes in reused buffers instead of
+    ``(H, W, 3)`` temporaries broadcast against ``(H, W, 1)`` weights, which numpy runs slowly
+    and which cost a fresh multi-MB allocation per step (docs/performance.md).
     """
     from pneumonia.gradcam import colorize_heatmap, resize_heatmap
 
@@ -351,11 +351,17 @@ def _overlay_by_plane(gray: np.ndarray, heatmap: np.ndarray, alpha: float) -> Im
     height, width = gray.shape
     full = resize_heatmap(heatmap, (width, height))
     weight = alpha * full
-    kept = (np.clip(gray, 0.0, 1.0) * 255.0) * (1.0 - weight)
+    kept = np.clip(gray, 0.0, 1.0)
+    kept *= 255.0
+    kept *= 1.0 - weight  # the film's share: film * (1 - weight)
     colours = colorize_heatmap(full)
+    tint = np.empty((height, width), np.float32)
+    plane = np.empty_like(kept)
     rgb = np.empty((height, width, 3), np.uint8)
     for channel in range(3):
-        rgb[..., channel] = np.round(kept + colours[..., channel].astype(np.float32) * weight)
+        np.multiply(colours[..., channel], weight, out=tint)  # the colour's share, in float32
+        np.add(kept, tint, out=plane)
+        rgb[..., channel] = np.rint(plane, out=plane)
     return Image.fromarray(rgb, mode="RGB")
 
 
