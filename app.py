@@ -57,7 +57,8 @@ logger = logging.getLogger("pneumonia.app")
 BANNER_CSS = """
 .verdict { margin: -10px -12px; border-radius: 10px; padding: 14px 16px; border: 1px solid #d0d5da;
   border-left-width: 8px; background: #f6f7f8; color: #1f2933; }
-.verdict h2 { margin: 0 0 4px; font-size: 1.55rem; font-weight: 700; line-height: 1.2; letter-spacing: .02em; color: inherit; }
+.verdict h2 { margin: 0 0 4px; font-size: 1.55rem; font-weight: 700; line-height: 1.2; letter-spacing: .02em;
+  color: inherit; }
 .verdict p { margin: 0; font-size: .98rem; line-height: 1.45; color: inherit; }
 .verdict.normal { background: #e8f5ec; border-color: #2e7d4f; color: #14532d; }
 .verdict.pneumonia { background: #fdede8; border-color: #c2410c; color: #7c2d12; }
@@ -127,6 +128,7 @@ def verdict_html(result, class_names) -> str:
     p = float(result.pneumonia_probability)
     t = float(result.threshold)
     side = "at or above" if p >= t else "below"
+    label_at = min(max(t, 0.12), 0.88)  # keep the "threshold" caption clear of "0%" and "100%"
     return (
         f'<div class="verdict {label.lower()}" role="status" aria-live="polite">'
         f"<h2>{label}</h2>"
@@ -134,8 +136,8 @@ def verdict_html(result, class_names) -> str:
         f"threshold of <strong>{t:.1%}</strong>.</p>"
         f'<div class="track" aria-hidden="true"><div class="fill" style="width:{p:.1%}"></div>'
         f'<div class="cut" style="left:{t:.1%}"></div></div>'
-        f'<div class="scale" aria-hidden="true"><span>0%</span><span class="at" style="left:{min(max(t, .12), .88):.1%}">'
-        'threshold</span><span class="hi">100%</span></div>'
+        f'<div class="scale" aria-hidden="true"><span>0%</span>'
+        f'<span class="at" style="left:{label_at:.1%}">threshold</span><span class="hi">100%</span></div>'
         "</div>"
     )
 

@@ -102,7 +102,8 @@ def main(argv=None) -> int:
         url = args.url or server.url
         if server:
             print(f"app up in {server.wait_until_up(timeout=300):.1f} s at {url}")
-        downloads = str(Path(server.workdir if server else tempfile.mkdtemp(prefix="pneumonia-load-")) / "downloads")
+        workdir = server.workdir if server else tempfile.mkdtemp(prefix="pneumonia-load-")
+        downloads = str(Path(workdir) / "downloads")
         make_client(url, downloads).predict(handle_file(str(EXAMPLES[0])), api_name="/predict")  # warm-up
         before = server.rss_mb()[0] if server else None
 
