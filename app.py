@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -378,6 +379,9 @@ def main(argv=None) -> None:
         predictor = Predictor.load()  # $PNEUMONIA_MODEL_DIR, else the shipped model/
     except ModelLoadError as exc:
         raise SystemExit(_sentence(f"Cannot start: {exc}")) from None
+    # Trace the network while the page is built and the server starts, not in the first request.
+    # Not a daemon: an exit during start-up waits for it (TensorFlow aborts if torn down mid-call).
+    threading.Thread(target=predictor.warm_up, name="warm-up").start()
     use_private_temp_dir()
     # SIGTERM (docker stop, systemd) exits like Ctrl+C, so the temporary folder is removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
