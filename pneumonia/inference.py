@@ -348,26 +348,27 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
 def _overlay_by_plane(gray: np.ndarray, heatmap: np.ndarray, alpha: float) -> Image.Image:
     """:func:`pneumonia.gradcam.overlay_heatmap`, pixel for pixel, about 3x faster.
 
-    The same arithmetic in the same order, but on ``(H, W)`` planes in reused buffers instead of
-    ``(H, W, 3)`` temporaries broadcast against ``(H, W, 1)`` weights, which numpy runs slowly
-    and which cost a fresh multi-MB allocation per step (docs/performance.md).
+    The same arithmetic in the same order, but on ``(H, W)`` planes in a few reused buffers
+    instead of ``(H, W, 3)`` temporaries broadcast against ``(H, W, 1)`` weights: numpy runs
+    those slowly, and every fresh multi-MB array costs page faults (docs/performance.md).
     """
     from pneumonia.gradcam import colorize_heatmap, resize_heatmap
 
     alpha = float(np.clip(alpha, 0.0, 1.0))
     height, width = gray.shape
-    full = resize_heatmap(heatmap, (width, height))
-    weight = alpha * full
+    weight = resize_heatmap(heatmap, (width, height))
+    colours = colorize_heatmap(weight)
+    weight *= alpha
+    scratch = np.subtract(1.0, weight)  # float32 (H, W)
     kept = np.clip(gray, 0.0, 1.0)
     kept *= 255.0
-    kept *= 1.0 - weight  # the film's share: film * (1 - weight)
-    colours = colorize_heatmap(full)
-    tint = np.empty((height, width), np.float32)
-    plane = np.empty_like(kept)
+    kept *= scratch  # the film's share: film * (1 - weight)
+    # The colour's share is float32; the sum takes the film's type (float64 for a float64 film).
+    plane = scratch if kept.dtype == np.float32 else np.empty_like(kept)
     rgb = np.empty((height, width, 3), np.uint8)
     for channel in range(3):
-        np.multiply(colours[..., channel], weight, out=tint)  # the colour's share, in float32
-        np.add(kept, tint, out=plane)
+        np.multiply(colours[..., channel], weight, out=scratch)
+        np.add(kept, scratch, out=plane)
         rgb[..., channel] = np.rint(plane, out=plane)
     return Image.fromarray(rgb, mode="RGB")
 
