@@ -81,9 +81,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     from pneumonia.__main__ import collect_files
 
-    files = collect_files([str(args.folder)])
+    files = collect_files([str(args.folder)]) if args.folder.is_dir() else []
     if not files:
-        raise SystemExit(f"no films under {args.folder}")
+        raise SystemExit(f"no films under {args.folder} (set PNEUMONIA_DATA to the dataset root)")
     print_header(f"batch CLI on {len(files)} films in {args.folder}")
     walls, fixed = [], []
     with tempfile.TemporaryDirectory() as tmp:
