@@ -7,7 +7,8 @@ client sees them: upload, queueing, prediction with Grad-CAM, the overlay encode
 The users are :func:`benchmarks.load.run_user` (the load test's own user loop, reused as is), each
 with its own client and session, cycling through the bundled example films. Bounded: at most
 ``single + users x requests`` analyses and no new request after ``--time-limit`` seconds.
-The clients run on the same two cores as the app, so their own work is in the figures too.
+The clients run on the same two cores as the app, so their own work is in the figures too; the
+CPU time each side spends per request is printed, which bounds the requests/s two cores allow.
 
 Targets (issue 5): one user median <= 0.4 s; 8 users >= 5 requests/s with p95 <= 3 s.
 """
@@ -16,18 +17,22 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import threading
 import time
 from pathlib import Path
 
 from benchmarks import load
-from benchmarks._common import AppServer, analyze, check, print_header, summarize
+from benchmarks._common import AppServer, analyze, check, cpu_seconds, print_header, summarize
 
 REQUEST_TIMEOUT_S = 120.0
 
 
-def run_users(url: str, downloads: str, users: int, requests: int, time_limit: float) -> dict:
-    """``users`` concurrent users of ``requests`` analyses each; latencies, errors and wall time."""
+def run_users(server: AppServer, downloads: str, users: int, requests: int, time_limit: float) -> dict:
+    """``users`` concurrent users of ``requests`` analyses each: latencies, errors, wall time, and
+    the CPU seconds the app and this process (the clients) spent meanwhile."""
+    url = server.url
+    app_cpu, own_cpu = server.cpu_seconds(), cpu_seconds(os.getpid())
     latencies: list[float] = []
     errors: collections.Counter = collections.Counter()
     lock = threading.Lock()
@@ -41,7 +46,8 @@ def run_users(url: str, downloads: str, users: int, requests: int, time_limit: f
         thread.start()
     for thread in threads:
         thread.join(time_limit + REQUEST_TIMEOUT_S + 30)
-    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - start}
+    return {"latencies": latencies, "errors": errors, "wall": time.perf_counter() - start,
+            "app_cpu": server.cpu_seconds() - app_cpu, "client_cpu": cpu_seconds(os.getpid()) - own_cpu}
 
 
 def report(name: str, run: dict) -> dict:
@@ -49,7 +55,9 @@ def report(name: str, run: dict) -> dict:
     rate = len(run["latencies"]) / run["wall"]
     errors = ", ".join(f"{kind} x {count}" for kind, count in run["errors"].items()) or "none"
     if stats:
-        print(f"  {name:<10} {stats.ms()}, {rate:5.2f} requests/s, errors: {errors}")
+        done = len(run["latencies"])
+        print(f"  {name:<10} {stats.ms()}, {rate:5.2f} requests/s, errors: {errors}; CPU per request: "
+              f"app {run['app_cpu'] / done * 1e3:.0f} ms, clients {run['client_cpu'] / done * 1e3:.0f} ms")
     return {"median_s": stats.median if stats else float("nan"), "p95_s": stats.p95 if stats else float("nan"),
             "rate": rate, "errors": sum(run["errors"].values())}
 
@@ -71,8 +79,8 @@ def main(argv=None) -> dict:
         warm = server.client()
         for _ in range(3):
             analyze(warm)
-        single = report("1 user", run_users(server.url, downloads, 1, args.single, args.time_limit))
-        many = report(f"{args.users} users", run_users(server.url, downloads, args.users, args.requests,
+        single = report("1 user", run_users(server, downloads, 1, args.single, args.time_limit))
+        many = report(f"{args.users} users", run_users(server, downloads, args.users, args.requests,
                                                          args.time_limit))
         rss, peak = server.rss_mb()
         print(f"app RSS {rss:.0f} MB (peak {peak:.0f} MB)")
