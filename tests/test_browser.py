@@ -8,16 +8,11 @@ original/overlay toggle, and saves the screenshots shown in the README (``docs/`
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from apprun import running_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -33,44 +28,14 @@ if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory):
     """``python app.py`` with the shipped model (or $PNEUMONIA_MODEL_DIR) on a free loopback port."""
-    port = free_port()
-    env = {key: value for key, value in os.environ.items() if key != "GRADIO_TEMP_DIR"}
-    env.update(GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
-    log_path = tmp_path_factory.mktemp("browser") / "app.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
-    address = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
+    from pneumonia.model import resolve_model_dir
 
-        for _ in range(600):
-            if process.poll() is not None:
-                pytest.fail(f"app exited early:\n{log_path.read_text(errors='replace')}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{address}/gradio_api/info", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
-        else:
-            pytest.fail("app did not come up")
+    log_path = tmp_path_factory.mktemp("browser") / "app.log"
+    with running_app(resolve_model_dir(), log_path) as (address, _):
         yield address
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 @pytest.fixture(scope="module")
