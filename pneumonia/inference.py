@@ -23,6 +23,7 @@ from PIL import Image
 
 from pneumonia.calibration import apply_temperature
 from pneumonia.errors import ModelLoadError, PneumoniaError
+from pneumonia.gradcam import overlay_heatmap
 from pneumonia.model import ModelMetadata, load_model
 from pneumonia.preprocessing import Film, ImageSource, read_film, read_image, resize_image, to_batch
 
@@ -74,6 +75,7 @@ class Predictor:
         import keras
         import tensorflow as tf
 
+        from pneumonia.gradcam import class_activation_maps
         from pneumonia.ood import FEATURE_LAYER
 
         self.model = model
@@ -97,22 +99,14 @@ class Predictor:
             return logits[:, 0], features
 
         # predict(explain=True) in one forward and backward pass: the logit, the gate's features
-        # and Grad-CAM for both classes. Grad-CAM as in pneumonia.gradcam.compute_gradcam: the
-        # gradients for NORMAL (the negated logit) are those for PNEUMONIA negated, so one
-        # gradient gives both maps, and the label (which needs the calibrated threshold) can
-        # be decided after the pass instead of before a second one.
+        # and Grad-CAM for both classes (cams: (2, N, h, w)), so the label, which needs the
+        # calibrated threshold, can be decided after the pass instead of before a second one.
         @tf.function(input_signature=[spec])
         def forward_explain(batch):
             with tf.GradientTape() as tape:
                 logits, features, conv = explain_model(batch, training=False)
                 score = tf.reduce_sum(logits)
-            weights = tf.reduce_mean(tape.gradient(score, conv), axis=(1, 2))  # (N, C)
-            evidence = tf.einsum("nhwc,nc->nhw", conv, weights)
-            cams = []
-            for sign in (-1.0, 1.0):  # class index 0 (NORMAL), 1 (PNEUMONIA)
-                cam = tf.nn.relu(sign * evidence)
-                cams.append(tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True)))
-            return logits[:, 0], features, tf.stack(cams)  # cams: (2, N, h, w)
+            return logits[:, 0], features, class_activation_maps(conv, tape.gradient(score, conv))
 
         self._forward = forward
         self._forward_explain = forward_explain
@@ -342,35 +336,7 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
 
         gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
                           interpolation=cv2.INTER_AREA)
-    return _overlay_by_plane(gray, heatmap, alpha)
-
-
-def _overlay_by_plane(gray: np.ndarray, heatmap: np.ndarray, alpha: float) -> Image.Image:
-    """:func:`pneumonia.gradcam.overlay_heatmap`, pixel for pixel, about 3x faster.
-
-    The same arithmetic in the same order, but on ``(H, W)`` planes in a few reused buffers
-    instead of ``(H, W, 3)`` temporaries broadcast against ``(H, W, 1)`` weights: numpy runs
-    those slowly, and every fresh multi-MB array costs page faults (docs/performance.md).
-    """
-    from pneumonia.gradcam import colorize_heatmap, resize_heatmap
-
-    alpha = float(np.clip(alpha, 0.0, 1.0))
-    height, width = gray.shape
-    weight = resize_heatmap(heatmap, (width, height))
-    colours = colorize_heatmap(weight)
-    weight *= alpha
-    scratch = np.subtract(1.0, weight)  # float32 (H, W)
-    kept = np.clip(gray, 0.0, 1.0)
-    kept *= 255.0
-    kept *= scratch  # the film's share: film * (1 - weight)
-    # The colour's share is float32; the sum takes the film's type (float64 for a float64 film).
-    plane = scratch if kept.dtype == np.float32 else np.empty_like(kept)
-    rgb = np.empty((height, width, 3), np.uint8)
-    for channel in range(3):
-        np.multiply(colours[..., channel], weight, out=scratch)
-        np.add(kept, scratch, out=plane)
-        rgb[..., channel] = np.rint(plane, out=plane)
-    return Image.fromarray(rgb, mode="RGB")
+    return overlay_heatmap(gray, heatmap, alpha)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -382,14 +348,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def format_verdict(result: Prediction) -> str:
-    """A one-paragraph Markdown verdict: label, calibrated probability and operating threshold."""
-    p = result.pneumonia_probability
-    return (f"### {result.label}\n"
-            f"Calibrated probability of pneumonia **{p:.1%}** "
-            f"(called PNEUMONIA at {result.threshold:.1%} or more).")
 
 
 def make_preview(image: ImageSource, max_side: int = 768) -> Image.Image:

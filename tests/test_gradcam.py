@@ -58,3 +58,17 @@ def test_overlay_alpha_one_shows_pure_colour_at_the_peak():
     overlay = np.asarray(overlay_heatmap(film, np.ones((5, 5), np.float32), alpha=1.0))
     assert np.array_equal(overlay[20, 20], colorize_heatmap(np.ones((1, 1)))[0, 0])  # JET's top: dark red
     assert overlay[20, 20, 0] > 100 and overlay[20, 20, 2] == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_overlay_matches_the_blending_formula(dtype):
+    """film * (1 - alpha * w) + jet(w) * alpha * w, computed here directly with broadcasting."""
+    from pneumonia.gradcam import resize_heatmap
+
+    rng = np.random.default_rng(3)
+    film = rng.random((37, 53)).astype(dtype)
+    heatmap = rng.random((5, 5)).astype(np.float32)
+    w = resize_heatmap(heatmap, (53, 37))
+    expected = film[..., None] * 255.0 * (1 - 0.6 * w[..., None]) + colorize_heatmap(w) * (0.6 * w[..., None])
+    got = np.asarray(overlay_heatmap(film, heatmap, alpha=0.6)).astype(np.float64)
+    assert np.abs(got - np.rint(expected)).max() <= 1.0
