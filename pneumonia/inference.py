@@ -25,7 +25,7 @@ from pneumonia.calibration import apply_temperature
 from pneumonia.errors import ModelLoadError, PneumoniaError
 from pneumonia.gradcam import overlay_heatmap
 from pneumonia.model import ModelMetadata, load_model
-from pneumonia.preprocessing import Film, ImageSource, read_film, read_image, resize_image, to_batch
+from pneumonia.preprocessing import Film, ImageSource, read_film, read_image, resize_image, shrink_to_fit, to_batch
 
 UNKNOWN = "UNKNOWN"
 
@@ -329,13 +329,8 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
     Returns:
         RGB ``PIL.Image``.
     """
-    height, width = gray.shape
-    if max_side and max(height, width) > max_side:
-        scale = max_side / max(height, width)
-        import cv2
-
-        gray = cv2.resize(gray, (max(1, round(width * scale)), max(1, round(height * scale))),
-                          interpolation=cv2.INTER_AREA)
+    if max_side:
+        gray = shrink_to_fit(gray, max_side)
     return overlay_heatmap(gray, heatmap, alpha)
 
 
@@ -364,10 +359,5 @@ def make_preview(image: ImageSource, max_side: int = 768) -> Image.Image:
     Raises:
         InvalidImageError: unreadable input.
     """
-    gray = read_image(image)
-    height, width = gray.shape
-    scale = min(1.0, max_side / max(height, width))
-    preview = Image.fromarray(np.round(gray * 255).astype(np.uint8), mode="L")
-    if scale < 1.0:
-        preview = preview.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.LANCZOS)
-    return preview
+    gray = shrink_to_fit(read_image(image), max_side)
+    return Image.fromarray(np.round(np.clip(gray, 0.0, 1.0) * 255).astype(np.uint8), mode="L")

@@ -386,6 +386,26 @@ def resize_image(gray: np.ndarray, size: int) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def shrink_to_fit(gray: np.ndarray, max_side: int) -> np.ndarray:
+    """Shrink a film, keeping its aspect ratio, so its longer side is at most ``max_side`` (for display).
+
+    Args:
+        gray: float array ``(H, W)`` in ``[0, 1]``.
+        max_side: longest side of the result in pixels.
+
+    Returns:
+        ``gray`` itself when it already fits, else a ``float32`` area-averaged copy.
+    """
+    import cv2
+
+    height, width = gray.shape
+    if max(height, width) <= max_side:
+        return gray
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(np.asarray(gray, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+
+
 def preprocess_image(source: ImageSource, input_size: int) -> np.ndarray:
     """Decode, convert to grayscale, resize and normalise one image for the model.
 

@@ -287,3 +287,13 @@ def test_check_model_input_rejects(batch, why):
 @pytest.mark.parametrize("n", [1, 3])
 def test_check_model_input_accepts(n):
     check_model_input(np.linspace(0, 1, n * 64 * 64, dtype=np.float32).reshape(n, 64, 64, 1), 64)
+
+
+@pytest.mark.parametrize("shape, max_side, expected", [((100, 50), 200, (100, 50)), ((1000, 500), 200, (200, 100)),
+                                                       ((300, 1200), 400, (100, 400))])
+def test_shrink_to_fit_keeps_the_aspect_ratio(shape, max_side, expected):
+    from pneumonia.preprocessing import shrink_to_fit
+
+    gray = np.full(shape, 0.25, np.float32)
+    out = shrink_to_fit(gray, max_side)
+    assert out.shape == expected and np.allclose(out, 0.25)
