@@ -127,3 +127,17 @@ def load_images(paths: Sequence[Path], size: int, workers: int = 2) -> np.ndarra
     with ThreadPoolExecutor(max_workers=workers) as pool:
         images = list(pool.map(load, paths))
     return np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+
+
+def iterate_batches(images_uint8: np.ndarray, batch_size: int = 64):
+    """Model-ready batches of decoded films.
+
+    Args:
+        images_uint8: ``uint8 (N, S, S)`` films from :func:`load_images`.
+        batch_size: films per batch.
+
+    Yields:
+        ``float32 (B, S, S, 1)`` in ``[0, 1]`` (the intensity convention), in order.
+    """
+    for start in range(0, len(images_uint8), batch_size):
+        yield images_uint8[start:start + batch_size, ..., None].astype(np.float32) / 255.0

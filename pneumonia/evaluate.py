@@ -338,9 +338,7 @@ def run(args: argparse.Namespace) -> int:
 
 def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
     """Store an evaluation's headline figures and CIs under ``metrics.test`` in ``metadata.json``."""
-    import dataclasses
-
-    from pneumonia.model import METADATA_FILENAME, load_metadata, resolve_model_dir
+    from pneumonia.model import load_metadata, resolve_model_dir, update_metadata
 
     model_dir = resolve_model_dir(model_dir)
     metadata = load_metadata(model_dir)
@@ -352,7 +350,7 @@ def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
     if "gate" in result:
         test["gate"] = {k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}
     metrics = dict(metadata.metrics, test=test)
-    (model_dir / METADATA_FILENAME).write_text(dataclasses.replace(metadata, metrics=metrics).to_json())
+    update_metadata(model_dir, metrics=metrics)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

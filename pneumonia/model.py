@@ -172,6 +172,21 @@ def save_model(model, metadata: ModelMetadata, out_dir: str | Path) -> Path:
     return model_path
 
 
+def update_metadata(model_dir: str | Path, **changes: Any) -> ModelMetadata:
+    """Replace fields of a model folder's ``metadata.json`` (e.g. ``ood=...``, ``metrics=...``).
+
+    Returns:
+        The validated metadata as written.
+
+    Raises:
+        ModelLoadError: the current metadata is missing or invalid, or the result is invalid.
+    """
+    metadata = dataclasses.replace(load_metadata(model_dir), **changes)
+    metadata.validate()
+    (Path(model_dir) / METADATA_FILENAME).write_text(metadata.to_json())
+    return metadata
+
+
 def load_metadata(model_dir: str | Path) -> ModelMetadata:
     """Read and validate ``metadata.json`` from a model folder.
 

@@ -116,11 +116,9 @@ def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quant
 
 def describe_images(predictor, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size."""
-    out = []
-    for start in range(0, len(images_uint8), batch_size):
-        batch = images_uint8[start:start + batch_size, ..., None].astype(np.float32) / 255.0
-        out.append(predictor.describe_batch(batch)[1])
-    return np.concatenate(out)
+    from pneumonia.data import iterate_batches
+
+    return np.concatenate([predictor.describe_batch(batch)[1] for batch in iterate_batches(images_uint8, batch_size)])
 
 
 def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_images: np.ndarray,
@@ -137,13 +135,12 @@ def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_imag
         The gate summary stored under ``metadata.ood``.
     """
     from pneumonia.inference import Predictor
-    from pneumonia.model import METADATA_FILENAME, load_model
+    from pneumonia.model import load_model, update_metadata
 
     model, metadata = load_model(model_dir)
     predictor = Predictor(model, metadata)
     gate, summary = fit_gate(describe_images(predictor, train_images), describe_images(predictor, val_images),
                              quantile)
     gate.save(model_dir)
-    updated = dataclasses.replace(metadata, ood=summary)
-    (Path(model_dir) / METADATA_FILENAME).write_text(updated.to_json())
+    update_metadata(model_dir, ood=summary)
     return summary

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from pneumonia import __version__
-from pneumonia.data import CLASS_NAMES, list_records, load_images, split_by_patient
+from pneumonia.data import CLASS_NAMES, iterate_batches, list_records, load_images, split_by_patient
 
 
 @dataclasses.dataclass
@@ -194,10 +194,7 @@ def predict_logits(model, images_uint8: np.ndarray, batch_size: int = 64) -> np.
     def forward(x):
         return model(x, training=False)
 
-    out = []
-    for start in range(0, len(images_uint8), batch_size):
-        x = images_uint8[start:start + batch_size, ..., None].astype(np.float32) / 255.0
-        out.append(forward(tf.constant(x)).numpy()[:, 0])
+    out = [forward(tf.constant(x)).numpy()[:, 0] for x in iterate_batches(images_uint8, batch_size)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
