@@ -1,9 +1,10 @@
-"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate``.
+"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|robustness``.
 
     python -m pneumonia train    --data ../shared/data/chest_xray --out model/
     python -m pneumonia evaluate --data ../shared/data/chest_xray/test --model model/ --out reports/
     python -m pneumonia predict  film.jpeg folder/ --csv out.csv
     python -m pneumonia fit-gate --data ../shared/data/chest_xray --model model/
+    python -m pneumonia robustness --data ../shared/data/chest_xray --model model/
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m pneumonia`` argument parser with its three sub-commands."""
-    from pneumonia import evaluate, train
+    """The ``python -m pneumonia`` argument parser with its sub-commands."""
+    from pneumonia import evaluate, robustness, train
 
     parser = argparse.ArgumentParser(prog="python -m pneumonia", description="Chest X-ray pneumonia screening CNN.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate = commands.add_parser("fit-gate", help="refit the not-a-chest-X-ray gate of a trained model")
     gate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
+    robustness.add_arguments(commands.add_parser(
+        "robustness", help="score a model's validation split under image changes (stress validation)"))
     predict = commands.add_parser("predict", help="classify files and folders into a CSV")
     predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     predict.add_argument("--csv", help="output CSV (default: standard output)")
@@ -107,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from pneumonia.train import run
         elif args.command == "evaluate":
             from pneumonia.evaluate import run
+        elif args.command == "robustness":
+            from pneumonia.robustness import run
         elif args.command == "fit-gate":
             from pneumonia.model import resolve_model_dir
             from pneumonia.train import refit_gate

@@ -43,15 +43,20 @@ class TrainConfig:
     val_fraction: float = 0.15
     seed: int = 42
     augment: bool = True
+    erase_prob: float = 0.0  # chance a film gets one random rectangle (2-12 % of it) erased
+    aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
     limit: int = 0  # films per class, 0 = all; for smoke tests
 
 
-def augment_batch(images, seed_generator):
-    """Random geometric and intensity changes for a batch of training films.
+def augment_batch(images, seed_generator, erase_prob: float = 0.0):
+    """Random intensity changes and random erasing for a batch of training films.
 
     Args:
         images: ``float32`` tensor ``(B, S, S, 1)`` in ``[0, 1]``.
         seed_generator: a ``keras.random.SeedGenerator`` (keeps runs reproducible).
+        erase_prob: probability that a film gets one rectangle (2-12 % of its area, aspect
+            1:2 to 2:1) filled with a random grey, so no single region (a marker, a tube, one
+            lobe) can decide the label alone.
 
     Returns:
         Tensor of the same shape, still in ``[0, 1]``.
@@ -76,7 +81,35 @@ def augment_batch(images, seed_generator):
     blurred = gaussian_blur(x, sigma=2.0)
     x = x + uniform(-0.6, 1.0) * (blurred - x)
     x = x + uniform(0.0, 0.03) * keras.random.normal(tf.shape(x), seed=seed_generator)
+    if erase_prob > 0:
+        x = erase_rectangles(x, erase_prob, uniform)
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def erase_rectangles(images, probability: float, uniform):
+    """Fill one random rectangle per film with a random grey, for a ``probability`` share of films.
+
+    Args:
+        images: ``float32 (B, H, W, 1)`` tensor in ``[0, 1]``.
+        probability: share of films that get a rectangle.
+        uniform: ``uniform(low, high)`` drawing a ``(B, 1, 1, 1)`` tensor from the run's seeds.
+    """
+    import tensorflow as tf
+
+    height = tf.cast(tf.shape(images)[1], tf.float32)
+    width = tf.cast(tf.shape(images)[2], tf.float32)
+    area = uniform(0.02, 0.12)
+    aspect = tf.exp(uniform(-0.69, 0.69))
+    h = tf.sqrt(area * aspect) * height
+    w = tf.sqrt(area / aspect) * width
+    top = uniform(0.0, 1.0) * (height - h)
+    left = uniform(0.0, 1.0) * (width - w)
+    rows = tf.reshape(tf.range(height), (1, -1, 1, 1))
+    cols = tf.reshape(tf.range(width), (1, 1, -1, 1))
+    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    chosen = uniform(0.0, 1.0) < probability
+    mask = tf.cast(inside & chosen, tf.float32)
+    return images * (1.0 - mask) + uniform(0.0, 1.0) * mask
 
 
 def gaussian_blur(images, sigma: float):
@@ -92,11 +125,13 @@ def gaussian_blur(images, sigma: float):
     return tf.nn.conv2d(x, tf.reshape(kernel, (1, -1, 1, 1)), 1, "VALID")
 
 
-def build_augmenter(seed: int):
+def build_augmenter(seed: int, aspect_jitter: float = 0.0):
     """Geometric augmentation layers: rotation up to ~11 degrees, zoom, shifts; never flips.
 
     Films are taken in one orientation (heart on the patient's left), so flipping would teach
-    the network anatomy it never sees.
+    the network anatomy it never sees. With ``aspect_jitter`` > 0 width is zoomed independently
+    of height (by up to that fraction more or less), because every film was squashed to a
+    square from its own aspect ratio, so the same chest appears wider or narrower.
     """
     import keras
     from keras import layers
@@ -104,7 +139,8 @@ def build_augmenter(seed: int):
     return keras.Sequential(
         [
             layers.RandomRotation(0.03, fill_mode="constant", seed=seed),
-            layers.RandomZoom((-0.15, 0.1), fill_mode="constant", seed=seed + 1),
+            layers.RandomZoom((-0.15, 0.1), width_factor=(-0.15 - aspect_jitter, 0.1 + aspect_jitter)
+                              if aspect_jitter > 0 else None, fill_mode="constant", seed=seed + 1),
             layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed + 2),
         ],
         name="augment",
@@ -119,12 +155,12 @@ def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
     def to_float(x, y):
         return tf.cast(x[..., tf.newaxis], tf.float32) / 255.0, y
 
-    augmenter = build_augmenter(config.seed)
+    augmenter = build_augmenter(config.seed, config.aspect_jitter)
     seed_generator = keras.random.SeedGenerator(config.seed)
 
     def augment(x, y):
         x = augmenter(x, training=True)
-        return augment_batch(tf.clip_by_value(x, 0.0, 1.0), seed_generator), y
+        return augment_batch(tf.clip_by_value(x, 0.0, 1.0), seed_generator, config.erase_prob), y
 
     train = (
         tf.data.Dataset.from_tensor_slices((train_x, train_y.astype("float32")[:, None]))
@@ -218,6 +254,14 @@ def split_records(data_dir: str | Path, config: TrainConfig):
     return train_root, train_records, val_records
 
 
+def config_from_metadata(metadata) -> TrainConfig:
+    """The :class:`TrainConfig` a model was trained with, from its :class:`ModelMetadata`
+    (fields added since then take their defaults)."""
+    stored = metadata.training.get("config", {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known})
+
+
 def refit_gate(data_dir: str | Path, model_dir: str | Path, log=print) -> dict:
     """Fit the chest X-ray gate of an already trained model on the split it was trained with.
 
@@ -227,9 +271,7 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, log=print) -> dict:
     from pneumonia.ood import fit_gate_for_model
 
     metadata = load_metadata(model_dir)
-    stored = metadata.training.get("config", {})
-    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()})
-    _, train_records, val_records = split_records(data_dir, config)
+    _, train_records, val_records = split_records(data_dir, config_from_metadata(metadata))
     train_x = load_images([r.path for r in train_records], metadata.input_size)
     val_x = load_images([r.path for r in val_records], metadata.input_size)
     summary = fit_gate_for_model(model_dir, train_x, val_x)
@@ -362,6 +404,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--erase-prob", type=float, default=d.erase_prob,
+                        help="share of training films with one random rectangle erased")
+    parser.add_argument("--aspect-jitter", type=float, default=d.aspect_jitter,
+                        help="extra independent zoom of the width, as a fraction")
     parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
 
 
@@ -372,6 +418,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing, patience=args.patience,
         val_fraction=args.val_fraction, seed=args.seed, augment=args.augment, limit=args.limit,
+        erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter,
     )
     train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
     return 0
