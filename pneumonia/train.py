@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 42
     augment: bool = True
     erase_prob: float = 0.0  # chance a film gets one random rectangle (2-12 % of it) erased
+    swa_epochs: int = 0  # average the weights of the last N epochs (0: keep the best epoch's)
     aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
     limit: int = 0  # films per class, 0 = all; for smoke tests
 
@@ -216,6 +217,53 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
     return model
 
 
+def make_weight_averager(start: int):
+    """A Keras callback keeping the running mean of the weights from epoch ``start`` (0-based) on.
+
+    Returns:
+        The callback; its ``average()`` gives the mean weights, in ``model.get_weights()`` order.
+    """
+    import keras
+
+    class WeightAverager(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.count, self.total = 0, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch < start:
+                return
+            weights = [np.asarray(w, np.float64) for w in self.model.get_weights()]
+            self.total = weights if self.total is None else [t + w for t, w in zip(self.total, weights)]
+            self.count += 1
+
+        def average(self) -> list:
+            if not self.count:
+                raise ValueError("No epoch reached the averaging window; lower --swa-epochs.")
+            return [(t / self.count).astype(np.float32) for t in self.total]
+
+    return WeightAverager()
+
+
+def recompute_batch_statistics(model, dataset) -> None:
+    """Set every batch-norm layer's moving mean and variance to their exact average over one pass
+    of ``dataset`` (averaged weights need statistics of their own; those of the last weights no
+    longer fit them)."""
+    from keras import layers
+
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    saved = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    for step, (x, _) in enumerate(dataset, start=1):
+        for layer in norms:
+            layer.momentum = 1.0 - 1.0 / step  # a cumulative mean over the batches seen so far
+        model(x, training=True)
+    for layer, momentum in zip(norms, saved):
+        layer.momentum = momentum
+
+
 def class_weights(labels: np.ndarray) -> dict[int, float]:
     """Balanced weights ``N / (2 * N_c)`` so both classes count equally in the loss."""
     counts = np.bincount(labels, minlength=2).astype(float)
@@ -320,16 +368,27 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     keras.utils.set_random_seed(config.seed)
     train_ds, val_ds = make_datasets(train_x, train_y, val_x, val_y, config)
     model = build_compiled_model(config, len(train_x) // config.batch_size, strategy)
+    if config.swa_epochs:
+        # Stochastic weight averaging replaces early stopping: the run goes to its last epoch.
+        averager = make_weight_averager(config.epochs - config.swa_epochs)
+        callbacks = [averager]
+    else:
+        callbacks = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                                   restore_best_weights=True)]
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
         class_weight=class_weights(train_y),
-        callbacks=[keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
-                                                 restore_best_weights=True)],
+        callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles, reproducibly
         verbose=2,
     )
+    if config.swa_epochs:
+        model.set_weights(averager.average())
+        recompute_batch_statistics(model, train_ds)
+        log(f"weights averaged over epochs {config.epochs - config.swa_epochs + 1}-{config.epochs}; "
+            "batch-norm statistics recomputed")
     if not is_chief(strategy):
         log("training done on this worker; the chief calibrates and saves the model")
         return {}
@@ -406,6 +465,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--erase-prob", type=float, default=d.erase_prob,
                         help="share of training films with one random rectangle erased")
+    parser.add_argument("--swa-epochs", type=int, default=d.swa_epochs,
+                        help="average the weights of the last N epochs instead of early stopping (0: off)")
     parser.add_argument("--aspect-jitter", type=float, default=d.aspect_jitter,
                         help="extra independent zoom of the width, as a fraction")
     parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
@@ -418,7 +479,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing, patience=args.patience,
         val_fraction=args.val_fraction, seed=args.seed, augment=args.augment, limit=args.limit,
-        erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter,
+        erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter, swa_epochs=args.swa_epochs,
     )
     train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
     return 0
