@@ -21,6 +21,32 @@ def test_training_smoke_run_writes_a_loadable_model(films, tmp_path):
     assert set(meta["metrics"]["validation"]) >= {"roc_auc", "accuracy", "sensitivity", "specificity", "ece"}
 
 
+def test_weight_averaging_run_averages_and_refits_batch_statistics(films, tmp_path):
+    config = TrainConfig(input_size=64, widths=(8, 8, 16), epochs=3, batch_size=2, val_fraction=0.3, seed=1,
+                         swa_epochs=2)
+    meta = train_model(films, tmp_path, config, log=lambda m: None)
+    assert meta["training"]["epochs_run"] == 3 and meta["training"]["config"]["swa_epochs"] == 2
+    model, _ = load_model(tmp_path)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_recomputed_batch_statistics_are_the_exact_mean_over_the_batches():
+    import keras
+    import tensorflow as tf
+
+    from pneumonia.train import recompute_batch_statistics
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, 1.0, (4, 3)).astype(np.float32) for loc in (0.0, 2.0, 10.0)]
+    dataset = tf.data.Dataset.from_tensor_slices((np.concatenate(batches), np.zeros(12))).batch(4)
+    recompute_batch_statistics(model, dataset)
+    norm = model.layers[0]
+    assert np.allclose(norm.moving_mean.numpy(), np.mean([b.mean(axis=0) for b in batches], axis=0), atol=1e-5)
+    assert np.allclose(norm.moving_variance.numpy(), np.mean([b.var(axis=0) for b in batches], axis=0), atol=1e-4)
+    assert norm.momentum == 0.99  # restored
+
+
 def test_evaluate_writes_metrics_report_and_plots(films, tmp_path, predictor):
     code = cli_main(["evaluate", "--data", str(films), "--out", str(tmp_path), "--bootstrap", "50"])
     assert code == 0
