@@ -32,11 +32,11 @@ from pathlib import Path
 import gradio as gr
 
 from pneumonia import PneumoniaError
+from pneumonia.inference import OVERLAY_MAX_SIDE  # display size of overlay and preview
 from pneumonia.notes import DISCLAIMER, FINDINGS, HEATMAP_SCALE, format_model_card
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-OVERLAY_MAX_SIDE = 1024  # display size of the returned overlay: sharp on screen, light on the wire
 # A 4300 x 4300 16-bit uncompressed DICOM, the largest film there is, is 37 MB; anything bigger
 # is refused by the server while it streams in, before it reaches the model.
 MAX_FILE_SIZE = "40mb"

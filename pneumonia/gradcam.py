@@ -105,8 +105,17 @@ def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a heatmap smoothly to ``size = (width, height)``; ``float32`` in ``[0, 1]``."""
     import cv2
 
-    resized = cv2.resize(np.asarray(heatmap, dtype=np.float32), size, interpolation=cv2.INTER_CUBIC)
-    return np.clip(resized, 0.0, 1.0)
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    width, height = size
+    # Bicubic up to a quarter of the target side, then bilinear: the map is smooth at that scale,
+    # and bicubic straight to a megapixel costs about 5 ms against 1.
+    quarter = (max(1, -(-width // 4)), max(1, -(-height // 4)))
+    if quarter[0] > heatmap.shape[1] and quarter[1] > heatmap.shape[0]:
+        heatmap = cv2.resize(heatmap, quarter, interpolation=cv2.INTER_CUBIC)
+        resized = cv2.resize(heatmap, size, interpolation=cv2.INTER_LINEAR)
+    else:
+        resized = cv2.resize(heatmap, size, interpolation=cv2.INTER_CUBIC)
+    return np.clip(resized, 0.0, 1.0, out=resized)
 
 
 def colorize_heatmap(heatmap: np.ndarray) -> np.ndarray:

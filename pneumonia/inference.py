@@ -28,6 +28,9 @@ from pneumonia.model import ModelMetadata, load_model
 from pneumonia.preprocessing import Film, ImageSource, read_film, read_image, resize_image, shrink_to_fit, to_batch
 
 UNKNOWN = "UNKNOWN"
+# Longest side of the overlay predict(explain=True) returns by default: sharp on a screen, while a
+# 3000 x 2500 film would otherwise give a 22 MB RGB image that adds nothing to a 5 x 5 heatmap.
+OVERLAY_MAX_SIDE = 1024
 
 
 @dataclasses.dataclass
@@ -43,7 +46,8 @@ class Prediction:
         logit: the network's raw output (before temperature scaling).
         image: the decoded film, ``float32 (H, W)`` in ``[0, 1]`` (for re-rendering overlays).
         heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` when ``explain=True``, else ``None``.
-        overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``.
+        overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``, at most
+            ``max_overlay_side`` pixels on its longer side.
         chest_xray_distance: squared Mahalanobis distance from the training films (see
             :mod:`pneumonia.ood`), ``None`` when the model ships no gate.
         colourfulness: mean chroma of the upload in ``[0, 1]`` (0 for a grayscale film).
@@ -222,7 +226,7 @@ class Predictor:
         return logits, self.gate.distances(descriptions)
 
     def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
-                max_overlay_side: Optional[int] = None) -> Prediction:
+                max_overlay_side: Optional[int] = OVERLAY_MAX_SIDE) -> Prediction:
         """Classify one film.
 
         Args:
@@ -231,7 +235,7 @@ class Predictor:
             explain: also compute Grad-CAM for the predicted class and the overlay.
             alpha: overlay opacity at the heatmap's peak.
             max_overlay_side: shrink the overlay so its longer side is at most this many pixels
-                (``None``: the film's own resolution).
+                (default :data:`OVERLAY_MAX_SIDE`; ``None``: the film's own resolution).
 
         Returns:
             A :class:`Prediction`.

@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 42
     augment: bool = True
     erase_prob: float = 0.0  # chance a film gets one random rectangle (2-12 % of it) erased
-    swa_epochs: int = 0  # average the weights of the last N epochs (0: keep the best epoch's)
+    swa_epochs: int = 10  # average the weights of the last N epochs (0: early stopping, keep the best epoch)
     aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
     limit: int = 0  # films per class, 0 = all; for smoke tests
 
