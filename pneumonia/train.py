@@ -6,8 +6,9 @@ What it does, in order: list ``<data>/train``; carve a validation split from it 
 decode every film once with the inference preprocessing; train with augmentation suited to
 frontal films (small rotations, zoom and shifts, no flips; exposure, gamma, sharpness and noise
 changes), class weights for the 1:2.9 imbalance, AdamW with a warm-up + cosine schedule, and
-early stopping on validation ROC AUC; then fit temperature scaling and the decision threshold on
-the validation split, and save the network with its metadata.
+the weights averaged over the last 10 epochs with batch-norm statistics recomputed (or, with
+``--swa-epochs 0``, early stopping on validation ROC AUC); then fit temperature scaling and the
+decision threshold on the validation split, and save the network with its metadata.
 """
 
 from __future__ import annotations
