@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 42
     augment: bool = True
     erase_prob: float = 0.0  # chance a film gets one random rectangle (2-12 % of it) erased
+    mixup_alpha: float = 0.0  # mix pairs of films and their labels, weight ~ Beta(a, a) (0: off)
     swa_epochs: int = 10  # average the weights of the last N epochs (0: early stopping, keep the best epoch)
     aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
     limit: int = 0  # films per class, 0 = all; for smoke tests
@@ -86,6 +87,29 @@ def augment_batch(images, seed_generator, erase_prob: float = 0.0):
     if erase_prob > 0:
         x = erase_rectangles(x, erase_prob, uniform)
     return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def mix_pairs(images, labels, alpha: float, seed_generator):
+    """Mixup: blend each film and its label with those of another film of the batch.
+
+    Args:
+        images: ``float32 (B, S, S, 1)``.
+        labels: ``float32 (B, 1)`` in ``[0, 1]``.
+        alpha: the Beta distribution's parameter for the blend weight.
+        seed_generator: a ``keras.random.SeedGenerator``.
+
+    Returns:
+        ``(images, labels)`` blended with weight ``w ~ Beta(alpha, alpha)`` per film.
+    """
+    import keras
+    import tensorflow as tf
+
+    batch = tf.shape(images)[0]
+    weight = keras.random.beta((batch, 1), alpha, alpha, seed=seed_generator)
+    partner = keras.random.shuffle(tf.range(batch), seed=seed_generator)
+    mixed_images = weight[:, :, None, None] * images + (1.0 - weight[:, :, None, None]) * tf.gather(images, partner)
+    mixed_labels = weight * labels + (1.0 - weight) * tf.gather(labels, partner)
+    return mixed_images, mixed_labels
 
 
 def erase_rectangles(images, probability: float, uniform):
@@ -162,7 +186,10 @@ def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
 
     def augment(x, y):
         x = augmenter(x, training=True)
-        return augment_batch(tf.clip_by_value(x, 0.0, 1.0), seed_generator, config.erase_prob), y
+        x = augment_batch(tf.clip_by_value(x, 0.0, 1.0), seed_generator, config.erase_prob)
+        if config.mixup_alpha > 0:
+            x, y = mix_pairs(x, y, config.mixup_alpha, seed_generator)
+        return x, y
 
     train = (
         tf.data.Dataset.from_tensor_slices((train_x, train_y.astype("float32")[:, None]))
@@ -466,6 +493,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--erase-prob", type=float, default=d.erase_prob,
                         help="share of training films with one random rectangle erased")
+    parser.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha,
+                        help="mixup of film pairs with weight ~ Beta(a, a); 0 = off")
     parser.add_argument("--swa-epochs", type=int, default=d.swa_epochs,
                         help="average the weights of the last N epochs instead of early stopping (0: off)")
     parser.add_argument("--aspect-jitter", type=float, default=d.aspect_jitter,
@@ -481,6 +510,7 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, patience=args.patience,
         val_fraction=args.val_fraction, seed=args.seed, augment=args.augment, limit=args.limit,
         erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter, swa_epochs=args.swa_epochs,
+        mixup_alpha=args.mixup_alpha,
     )
     train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
     return 0
