@@ -98,3 +98,21 @@ def test_predict_accepts_every_input_kind(predictor, film_paths, kind):
               "array": lambda: np.asarray(Image.open(path))}[kind]()
     assert predictor.predict(source).pneumonia_probability == pytest.approx(
         predictor.predict(path).pneumonia_probability, abs=1e-6)
+
+
+def test_mixup_blends_films_and_labels_with_the_same_weight():
+    import keras
+    import tensorflow as tf
+
+    from pneumonia.train import mix_pairs
+
+    # Each film is a constant whose value is also its label, so a mixed film's value is the
+    # blend its label must equal if both used the same weight and partner.
+    values = np.array([0.0, 0.25, 0.5, 1.0], np.float32)
+    images = tf.constant(np.broadcast_to(values[:, None, None, None], (4, 6, 6, 1)).copy())
+    labels = tf.constant(values[:, None])
+    mixed, mixed_labels = mix_pairs(images, labels, 0.4, keras.random.SeedGenerator(3))
+    mixed, mixed_labels = mixed.numpy(), mixed_labels.numpy()
+    assert np.allclose(mixed, mixed[:, :1, :1, :], atol=1e-6)  # still constant films
+    assert np.allclose(mixed[:, 0, 0, 0], mixed_labels[:, 0], atol=1e-6)  # same weight, same partner
+    assert mixed_labels.min() >= 0.0 and mixed_labels.max() <= 1.0
