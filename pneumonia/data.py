@@ -121,12 +121,15 @@ def load_images(paths: Sequence[Path], size: int, workers: int = 2) -> np.ndarra
         :func:`pneumonia.preprocessing.resize_image` times 255, rounded (4x less memory; the
         training pipeline divides by 255 again).
     """
-    def load(path: Path) -> np.ndarray:
-        return np.round(resize_image(read_image(path), size) * 255.0).astype(np.uint8)
-
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        images = list(pool.map(load, paths))
+        images = list(pool.map(lambda path: resize_to_uint8(read_image(path), size), paths))
     return np.stack(images) if images else np.zeros((0, size, size), np.uint8)
+
+
+def resize_to_uint8(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a ``[0, 1]`` film with :func:`pneumonia.preprocessing.resize_image` and store it as
+    ``uint8 (size, size)``: the values times 255, rounded (the form training films are kept in)."""
+    return np.round(resize_image(gray, size) * 255.0).astype(np.uint8)
 
 
 def iterate_batches(images_uint8: np.ndarray, batch_size: int = 64):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
@@ -87,24 +87,16 @@ def score_films(predictor, films_uint8: np.ndarray, labels: np.ndarray) -> dict[
         films_uint8: ``uint8 (N, H, W)`` films (any side; resized to the model's input).
         labels: ``(N,)`` 0 = NORMAL, 1 = PNEUMONIA.
     """
-    from sklearn.metrics import roc_auc_score
-
     from pneumonia.calibration import apply_temperature
-    from pneumonia.data import iterate_batches
-    from pneumonia.preprocessing import resize_image
+    from pneumonia.data import iterate_batches, resize_to_uint8
+    from pneumonia.evaluate import compute_metrics
 
     size = predictor.metadata.input_size
-    resized = np.stack([np.round(resize_image(f.astype(np.float32) / 255.0, size) * 255.0) for f in films_uint8])
-    logits = np.concatenate([predictor.run_network(b)[0] for b in iterate_batches(resized.astype(np.uint8))])
+    resized = np.stack([resize_to_uint8(f.astype(np.float32) / 255.0, size) for f in films_uint8])
+    logits = np.concatenate([predictor.run_network(b)[0] for b in iterate_batches(resized)])
     probability = apply_temperature(logits.astype(np.float64), predictor.metadata.temperature)
-    predicted = probability >= predictor.metadata.threshold
-    labels = np.asarray(labels)
-    return {
-        "auc": float(roc_auc_score(labels, probability)),
-        "sensitivity": float(np.mean(predicted[labels == 1])),
-        "specificity": float(np.mean(~predicted[labels == 0])),
-        "accuracy": float(np.mean(predicted == labels)),
-    }
+    figures = compute_metrics(labels, probability, predictor.metadata.threshold)
+    return {"auc": figures["roc_auc"], **{k: figures[k] for k in ("sensitivity", "specificity", "accuracy")}}
 
 
 def stress_validation(predictor, films_uint8: np.ndarray, labels: np.ndarray,
@@ -159,14 +151,3 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m pneumonia.robustness``."""
-    parser = argparse.ArgumentParser(prog="python -m pneumonia robustness", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
