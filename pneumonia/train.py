@@ -374,9 +374,9 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     # First, before any other TensorFlow work: a multi-worker strategy must be created then.
     strategy = choose_strategy()
     import keras
-    from sklearn.metrics import roc_auc_score
 
     from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
+    from pneumonia.evaluate import compute_metrics
     from pneumonia.model import ModelMetadata, build_model, load_metadata, save_model
     from pneumonia.ood import fit_gate_for_model
 
@@ -427,16 +427,9 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     temperature = fit_temperature(val_logits, val_y)
     val_prob = apply_temperature(val_logits, temperature)
     threshold = choose_threshold(val_prob, val_y)
-    pred = val_prob >= threshold
-    val_metrics = {
-        "n": int(len(val_y)),
-        "roc_auc": float(roc_auc_score(val_y, val_prob)),
-        "accuracy": float(np.mean(pred == val_y)),
-        "sensitivity": float(np.mean(pred[val_y == 1])),
-        "specificity": float(np.mean(~pred[val_y == 0])),
-        "ece": expected_calibration_error(val_prob, val_y),
-        "ece_uncalibrated": expected_calibration_error(apply_temperature(val_logits, 1.0), val_y),
-    }
+    figures = compute_metrics(val_y, val_prob, threshold)
+    val_metrics = {k: figures[k] for k in ("n", "roc_auc", "accuracy", "sensitivity", "specificity", "ece")}
+    val_metrics["ece_uncalibrated"] = expected_calibration_error(apply_temperature(val_logits, 1.0), val_y)
     log("validation: " + json.dumps({k: round(v, 4) for k, v in val_metrics.items()}))
     log(f"temperature {temperature:.3f}, threshold {threshold:.3f}")
 
