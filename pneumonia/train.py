@@ -42,7 +42,8 @@ class TrainConfig:
     dropout: float = 0.2
     patience: int = 8
     val_fraction: float = 0.15
-    seed: int = 42
+    seed: int = 42  # weights, augmentation and shuffling
+    split_seed: int = 42  # the patient-wise validation split; kept apart so seeds can vary on one split
     augment: bool = True
     erase_prob: float = 0.0  # chance a film gets one random rectangle (2-12 % of it) erased
     mixup_alpha: float = 0.0  # mix pairs of films and their labels, weight ~ Beta(a, a) (0: off)
@@ -324,7 +325,7 @@ def split_records(data_dir: str | Path, config: TrainConfig):
     records = list_records(train_root)
     if config.limit:
         records = [r for c in range(2) for r in [r for r in records if r.label == c][: config.limit]]
-    train_records, val_records = split_by_patient(records, config.val_fraction, config.seed)
+    train_records, val_records = split_by_patient(records, config.val_fraction, config.split_seed)
     if len({r.label for r in val_records}) < 2 or len({r.label for r in train_records}) < 2:
         raise ValueError("Both splits need films of both classes; use more data or a larger --val-fraction.")
     return train_root, train_records, val_records
@@ -341,7 +342,7 @@ def config_from_metadata(metadata) -> TrainConfig:
 def refit_gate(data_dir: str | Path, model_dir: str | Path, log=print) -> dict:
     """Fit the chest X-ray gate of an already trained model on the split it was trained with.
 
-    The split is rebuilt from the seed and validation fraction stored in the model's metadata.
+    The split is rebuilt from the split seed and validation fraction stored in the model's metadata.
     """
     from pneumonia.model import load_metadata
     from pneumonia.ood import fit_gate_for_model
@@ -450,7 +451,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
             "dataset": "Kermany et al. 2018, Mendeley v2 (CC BY 4.0), official train split",
             "train_films": len(train_records),
             "val_films": len(val_records),
-            "val_split": f"{config.val_fraction:.0%} of train, by patient, seed {config.seed}",
+            "val_split": f"{config.val_fraction:.0%} of train, by patient, seed {config.split_seed}",
             "epochs_run": epochs_run,
             "best_epoch": best_epoch,
             "duration_s": round(duration, 1),
@@ -482,7 +483,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     parser.add_argument("--patience", type=int, default=d.patience)
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, augmentation and shuffling")
+    parser.add_argument("--split-seed", type=int, default=d.split_seed,
+                        help="seed of the patient-wise validation split (separate, so runs with other seeds share it)")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--erase-prob", type=float, default=d.erase_prob,
                         help="share of training films with one random rectangle erased")
@@ -501,7 +504,7 @@ def run(args: argparse.Namespace) -> int:
         input_size=args.input_size, widths=tuple(args.widths), epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         label_smoothing=args.label_smoothing, patience=args.patience,
-        val_fraction=args.val_fraction, seed=args.seed, augment=args.augment, limit=args.limit,
+        val_fraction=args.val_fraction, seed=args.seed, split_seed=args.split_seed, augment=args.augment, limit=args.limit,
         erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter, swa_epochs=args.swa_epochs,
         mixup_alpha=args.mixup_alpha,
     )
