@@ -31,6 +31,16 @@ NORMALIZATION = (
     "modality LUT + VOI window), squashed to S x S with area interpolation; the network standardises "
     "each image itself (LayerNormalization over H, W, C)"
 )
+CLAHE_TILES = 8
+
+
+def describe_normalization(clahe_clip: float = 0.0) -> str:
+    """The input convention in words, as stored in ``metadata.normalization``."""
+    if clahe_clip <= 0:
+        return NORMALIZATION
+    return (NORMALIZATION.rsplit("; ", 1)[0] + f"; the network equalises each image's local contrast itself "
+            f"(CLAHE, clip {clahe_clip:g}, {CLAHE_TILES}x{CLAHE_TILES} tiles, on 256 levels), then "
+            "standardises it (LayerNormalization over H, W, C)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,19 +108,22 @@ class ModelMetadata:
 
 
 def build_model(input_size: int, widths: tuple[int, ...] = (24, 48, 96, 160, 224), dropout: float = 0.2,
-                seed: int = 0):
+                seed: int = 0, clahe_clip: float = 0.0):
     """Build the pneumonia CNN (untrained).
 
     A strided 5x5 stem, then one stage per width: a stride-2 3x3 conv followed by a residual
     pair of 3x3 convs, each conv with batch norm and ReLU, then global average pooling and one
     logit. The first layer standardises each image (zero mean, unit variance) so exposure and
-    bit depth do not change the answer. Sized for two CPU cores: about 1 M parameters.
+    bit depth do not change the answer; with ``clahe_clip`` > 0 each image's local contrast is
+    equalised before that (:mod:`pneumonia.clahe`, 8 x 8 tiles). Sized for two CPU cores: about
+    1 M parameters.
 
     Args:
         input_size: side ``S`` of the square grayscale input.
         widths: channels of the stem and of each downsampling stage.
         dropout: dropout rate before the logit.
         seed: seed for weight initialisation.
+        clahe_clip: CLAHE clip limit of the first layer; 0 leaves the layer out.
 
     Returns:
         A ``keras.Model`` mapping ``(N, S, S, 1)`` float32 in ``[0, 1]`` to ``(N, 1)`` logits.
@@ -121,8 +134,13 @@ def build_model(input_size: int, widths: tuple[int, ...] = (24, 48, 96, 160, 224
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = inputs
+    if clahe_clip > 0:
+        from pneumonia.clahe import LocalContrastEqualization
+
+        x = LocalContrastEqualization(clahe_clip, CLAHE_TILES, name="equalize")(x)
     x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3,
-                                  name="standardize")(inputs)
+                                  name="standardize")(x)
 
     def conv_bn(x, filters, kernel, strides, name, activate=True):
         x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
@@ -228,6 +246,8 @@ def load_model(model_dir: str | Path | None = None):
     if not path.is_file():
         raise ModelLoadError(f"No model file at {path}: train a model or restore model/.")
     import keras
+
+    import pneumonia.clahe  # noqa: F401  (registers the equalisation layer a network may hold)
 
     try:
         model = keras.saving.load_model(path, compile=False)

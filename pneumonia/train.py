@@ -49,6 +49,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # mix pairs of films and their labels, weight ~ Beta(a, a) (0: off)
     swa_epochs: int = 10  # average the weights of the last N epochs (0: early stopping, keep the best epoch)
     aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
+    clahe_clip: float = 0.0  # CLAHE inside the network before standardisation (0: off)
     limit: int = 0  # films per class, 0 = all; for smoke tests
 
 
@@ -232,7 +233,7 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
     total = max(1, steps_per_epoch * config.epochs)
     warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
     with strategy.scope():
-        model = build_model(config.input_size, config.widths, config.dropout, config.seed)
+        model = build_model(config.input_size, config.widths, config.dropout, config.seed, config.clahe_clip)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
             warmup_target=config.learning_rate, warmup_steps=warmup,
@@ -378,7 +379,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
 
     from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
     from pneumonia.evaluate import compute_metrics
-    from pneumonia.model import ModelMetadata, build_model, load_metadata, save_model
+    from pneumonia.model import ModelMetadata, build_model, describe_normalization, load_metadata, save_model
     from pneumonia.ood import fit_gate_for_model
 
     started = time.time()
@@ -435,7 +436,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     log(f"temperature {temperature:.3f}, threshold {threshold:.3f}")
 
     # Save a copy without optimiser state: it halves the file and inference never needs it.
-    clean = build_model(config.input_size, config.widths, config.dropout, config.seed)
+    clean = build_model(config.input_size, config.widths, config.dropout, config.seed, config.clahe_clip)
     clean.set_weights(model.get_weights())
     duration = time.time() - started
     metadata = ModelMetadata(
@@ -444,7 +445,9 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         class_names=CLASS_NAMES,
         threshold=round(threshold, 6),
         temperature=round(temperature, 6),
-        architecture=(f"residual CNN, widths {list(config.widths)}, per-image standardisation, "
+        normalization=describe_normalization(config.clahe_clip),
+        architecture=(f"residual CNN, widths {list(config.widths)}, "
+                      f"{'CLAHE + ' if config.clahe_clip > 0 else ''}per-image standardisation, "
                       f"{clean.count_params():,} parameters, logit output"),
         training={
             "data": str(train_root),
@@ -495,6 +498,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average the weights of the last N epochs instead of early stopping (0: off)")
     parser.add_argument("--aspect-jitter", type=float, default=d.aspect_jitter,
                         help="extra independent zoom of the width, as a fraction")
+    parser.add_argument("--clahe-clip", type=float, default=d.clahe_clip,
+                        help="equalise local contrast (CLAHE, this clip limit) inside the network; 0 = off")
     parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
 
 
@@ -506,7 +511,7 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, patience=args.patience,
         val_fraction=args.val_fraction, seed=args.seed, split_seed=args.split_seed, augment=args.augment, limit=args.limit,
         erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter, swa_epochs=args.swa_epochs,
-        mixup_alpha=args.mixup_alpha,
+        mixup_alpha=args.mixup_alpha, clahe_clip=args.clahe_clip,
     )
     train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
     return 0
