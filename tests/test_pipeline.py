@@ -21,6 +21,15 @@ def test_training_smoke_run_writes_a_loadable_model(films, tmp_path):
     assert set(meta["metrics"]["validation"]) >= {"roc_auc", "accuracy", "sensitivity", "specificity", "ece"}
 
 
+def test_training_with_equalization_records_it_with_the_weights(films, tmp_path):
+    config = TrainConfig(input_size=64, widths=(8, 8, 16), epochs=1, batch_size=2, val_fraction=0.3, seed=1,
+                         swa_epochs=0, clahe_clip=2.0)
+    meta = train_model(films, tmp_path, config, log=lambda m: None)
+    model, metadata = load_model(tmp_path)
+    assert model.get_layer("equalize").clip_limit == 2.0
+    assert "CLAHE, clip 2" in metadata.normalization and meta["training"]["config"]["clahe_clip"] == 2.0
+
+
 def test_weight_averaging_run_averages_and_refits_batch_statistics(films, tmp_path):
     config = TrainConfig(input_size=64, widths=(8, 8, 16), epochs=3, batch_size=2, val_fraction=0.3, seed=1,
                          swa_epochs=2)
