@@ -50,6 +50,7 @@ class TrainConfig:
     swa_epochs: int = 10  # average the weights of the last N epochs (0: early stopping, keep the best epoch)
     aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
     clahe_clip: float = 0.0  # CLAHE inside the network before standardisation (0: off)
+    balanced_sampling: bool = False  # draw each film's class 50:50 instead of weighting the loss by class
     limit: int = 0  # films per class, 0 = all; for smoke tests
 
 
@@ -193,12 +194,26 @@ def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
             x, y = mix_pairs(x, y, config.mixup_alpha, seed_generator)
         return x, y
 
-    train = (
-        tf.data.Dataset.from_tensor_slices((train_x, train_y.astype("float32")[:, None]))
-        .shuffle(len(train_x), seed=config.seed, reshuffle_each_iteration=True)
-        .batch(config.batch_size, drop_remainder=True)
-        .map(to_float)
-    )
+    labels = train_y.astype("float32")[:, None]
+    if config.balanced_sampling:
+        # Each film's class is drawn 50:50, then a film of that class from its own endless shuffled
+        # stream; an epoch keeps the plain run's number of batches, so schedules compare.
+        streams = [
+            tf.data.Dataset.from_tensor_slices((train_x[train_y == c], labels[train_y == c]))
+            .shuffle(int((train_y == c).sum()), seed=config.seed + c, reshuffle_each_iteration=True)
+            .repeat()
+            for c in (0, 1)
+        ]
+        films = tf.data.Dataset.sample_from_datasets(streams, weights=[0.5, 0.5], seed=config.seed,
+                                                     rerandomize_each_iteration=True)
+        train = films.batch(config.batch_size, drop_remainder=True).take(len(train_x) // config.batch_size)
+    else:
+        train = (
+            tf.data.Dataset.from_tensor_slices((train_x, labels))
+            .shuffle(len(train_x), seed=config.seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size, drop_remainder=True)
+        )
+    train = train.map(to_float)
     if config.augment:
         train = train.map(augment)
     train = train.prefetch(2)
@@ -409,7 +424,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         train_ds,
         validation_data=val_ds,
         epochs=config.epochs,
-        class_weight=class_weights(train_y),
+        class_weight=None if config.balanced_sampling else class_weights(train_y),
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles, reproducibly
         verbose=2,
@@ -500,6 +515,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra independent zoom of the width, as a fraction")
     parser.add_argument("--clahe-clip", type=float, default=d.clahe_clip,
                         help="equalise local contrast (CLAHE, this clip limit) inside the network; 0 = off")
+    parser.add_argument("--balanced-sampling", action="store_true",
+                        help="draw classes 50:50 for each batch instead of weighting the loss by class")
     parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
 
 
@@ -511,7 +528,7 @@ def run(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, patience=args.patience,
         val_fraction=args.val_fraction, seed=args.seed, split_seed=args.split_seed, augment=args.augment, limit=args.limit,
         erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter, swa_epochs=args.swa_epochs,
-        mixup_alpha=args.mixup_alpha, clahe_clip=args.clahe_clip,
+        mixup_alpha=args.mixup_alpha, clahe_clip=args.clahe_clip, balanced_sampling=args.balanced_sampling,
     )
     train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
     return 0

@@ -30,6 +30,21 @@ def test_training_with_equalization_records_it_with_the_weights(films, tmp_path)
     assert "CLAHE, clip 2" in metadata.normalization and meta["training"]["config"]["clahe_clip"] == 2.0
 
 
+def test_balanced_sampling_draws_both_classes_alike_from_an_imbalanced_split():
+    from pneumonia.train import make_datasets
+
+    films = np.arange(400).astype(np.uint8).reshape(400, 1, 1).repeat(4, 1).repeat(4, 2)
+    labels = np.array([0] * 100 + [1] * 300)  # 1 : 3, like the training split's 1 : 2.9
+    plain, _ = make_datasets(films, labels, films[:4], labels[:4], TrainConfig(batch_size=8, augment=False))
+    balanced, _ = make_datasets(films, labels, films[:4], labels[:4],
+                                TrainConfig(batch_size=8, augment=False, balanced_sampling=True))
+    epochs = [np.concatenate([y.numpy()[:, 0] for _, y in balanced]) for _ in range(3)]
+    assert all(len(e) == 400 for e in epochs)  # as many batches per epoch as the plain pipeline
+    assert 0.44 < np.mean(epochs) < 0.56
+    assert np.concatenate([y.numpy()[:, 0] for _, y in plain]).mean() == pytest.approx(0.75)
+    assert not np.array_equal(epochs[0], epochs[1])  # a fresh draw every epoch
+
+
 def test_weight_averaging_run_averages_and_refits_batch_statistics(films, tmp_path):
     config = TrainConfig(input_size=64, widths=(8, 8, 16), epochs=3, batch_size=2, val_fraction=0.3, seed=1,
                          swa_epochs=2)
