@@ -50,7 +50,7 @@ class TrainConfig:
     swa_epochs: int = 10  # average the weights of the last N epochs (0: early stopping, keep the best epoch)
     aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
     clahe_clip: float = 0.0  # CLAHE inside the network before standardisation (0: off)
-    balanced_sampling: bool = False  # draw each film's class 50:50 instead of weighting the loss by class
+    balanced_sampling: bool = True  # draw each film's class 50:50 (False: class-weighted loss instead)
     limit: int = 0  # films per class, 0 = all; for smoke tests
 
 
@@ -348,9 +348,14 @@ def split_records(data_dir: str | Path, config: TrainConfig):
 
 
 def config_from_metadata(metadata) -> TrainConfig:
-    """The :class:`TrainConfig` a model was trained with, from its :class:`ModelMetadata`
-    (fields added since then take their defaults)."""
-    stored = metadata.training.get("config", {})
+    """The :class:`TrainConfig` a model was trained with, from its :class:`ModelMetadata`.
+
+    Fields added since the model was trained take the value that reproduces what training did
+    then (the split followed ``seed``; the loss was class-weighted), else their defaults.
+    """
+    stored = dict(metadata.training.get("config", {}))
+    stored.setdefault("split_seed", stored.get("seed", TrainConfig.seed))
+    stored.setdefault("balanced_sampling", False)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known})
 
@@ -515,8 +520,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra independent zoom of the width, as a fraction")
     parser.add_argument("--clahe-clip", type=float, default=d.clahe_clip,
                         help="equalise local contrast (CLAHE, this clip limit) inside the network; 0 = off")
-    parser.add_argument("--balanced-sampling", action="store_true",
-                        help="draw classes 50:50 for each batch instead of weighting the loss by class")
+    parser.add_argument("--balanced-sampling", action=argparse.BooleanOptionalAction, default=d.balanced_sampling,
+                        help="draw each film's class 50:50 (default); --no-balanced-sampling weights the loss by class instead")
     parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
 
 

@@ -52,3 +52,19 @@ def test_split_depends_on_the_split_seed_only(films):
     assert val_names(split_seed=1) == val_names(split_seed=1, seed=99)
     names = {tuple(val_names(split_seed=s)) for s in range(6)}
     assert len(names) > 1
+
+
+def test_config_from_older_metadata_reproduces_what_training_did_then():
+    """A model trained before the split seed and balanced sampling existed: its split followed
+    ``seed`` and its loss was class-weighted; a new model's stored values are taken as they are."""
+    from types import SimpleNamespace
+
+    from pneumonia.train import TrainConfig, config_from_metadata
+
+    old = SimpleNamespace(training={"config": {"seed": 7, "widths": [8, 16], "input_size": 64}})
+    config = config_from_metadata(old)
+    assert config.split_seed == 7 and config.balanced_sampling is False and config.widths == (8, 16)
+    new = SimpleNamespace(training={"config": {"seed": 7, "split_seed": 42, "balanced_sampling": True}})
+    config = config_from_metadata(new)
+    assert config.split_seed == 42 and config.balanced_sampling is True
+    assert TrainConfig().balanced_sampling is True  # the shipped recipe (r11) is the default

@@ -35,7 +35,8 @@ def test_balanced_sampling_draws_both_classes_alike_from_an_imbalanced_split():
 
     films = np.arange(400).astype(np.uint8).reshape(400, 1, 1).repeat(4, 1).repeat(4, 2)
     labels = np.array([0] * 100 + [1] * 300)  # 1 : 3, like the training split's 1 : 2.9
-    plain, _ = make_datasets(films, labels, films[:4], labels[:4], TrainConfig(batch_size=8, augment=False))
+    plain, _ = make_datasets(films, labels, films[:4], labels[:4],
+                            TrainConfig(batch_size=8, augment=False, balanced_sampling=False))
     balanced, _ = make_datasets(films, labels, films[:4], labels[:4],
                                 TrainConfig(batch_size=8, augment=False, balanced_sampling=True))
     epochs = [np.concatenate([y.numpy()[:, 0] for _, y in balanced]) for _ in range(3)]
