@@ -25,12 +25,13 @@ MODEL_DIR_ENV = "PNEUMONIA_MODEL_DIR"
 MODEL_FILENAME = "pneumonia_cnn.keras"
 METADATA_FILENAME = "metadata.json"
 LAST_CONV_LAYER = "last_conv"
-NORMALIZATION = (
+# What the network is given (the convention of pneumonia.preprocessing) and what it does to it first.
+INPUT_CONVENTION = (
     "float32 (N, S, S, 1) in [0, 1]: grayscale, sample value / max of its type (8-bit /255, "
     "16-bit containers / (2^b - 1), b = 10, 12, 14 or 16 bits by the largest value; DICOM via "
-    "modality LUT + VOI window), squashed to S x S with area interpolation; the network standardises "
-    "each image itself (LayerNormalization over H, W, C)"
+    "modality LUT + VOI window), squashed to S x S with area interpolation"
 )
+NORMALIZATION = INPUT_CONVENTION + "; the network standardises each image itself (LayerNormalization over H, W, C)"
 CLAHE_TILES = 8
 
 
@@ -38,9 +39,9 @@ def describe_normalization(clahe_clip: float = 0.0) -> str:
     """The input convention in words, as stored in ``metadata.normalization``."""
     if clahe_clip <= 0:
         return NORMALIZATION
-    return (NORMALIZATION.rsplit("; ", 1)[0] + f"; the network equalises each image's local contrast itself "
-            f"(CLAHE, clip {clahe_clip:g}, {CLAHE_TILES}x{CLAHE_TILES} tiles, on 256 levels), then "
-            "standardises it (LayerNormalization over H, W, C)")
+    return (INPUT_CONVENTION + f"; the network equalises each image's local contrast itself (CLAHE, clip "
+            f"{clahe_clip:g}, {CLAHE_TILES}x{CLAHE_TILES} tiles, on 256 levels), then standardises it "
+            "(LayerNormalization over H, W, C)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -527,14 +527,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``train`` command from parsed arguments."""
-    config = TrainConfig(
-        input_size=args.input_size, widths=tuple(args.widths), epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.learning_rate,
-        label_smoothing=args.label_smoothing, patience=args.patience,
-        val_fraction=args.val_fraction, seed=args.seed, split_seed=args.split_seed, augment=args.augment, limit=args.limit,
-        erase_prob=args.erase_prob, aspect_jitter=args.aspect_jitter, swa_epochs=args.swa_epochs,
-        mixup_alpha=args.mixup_alpha, clahe_clip=args.clahe_clip, balanced_sampling=args.balanced_sampling,
-    )
+    # Every flag is named after the TrainConfig field it sets, so the config is read off the flags.
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                            if hasattr(args, f.name)})
     train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
     return 0
 

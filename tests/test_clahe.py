@@ -6,12 +6,13 @@ import pytest
 
 from pneumonia.clahe import equalize_local_contrast
 from pneumonia.model import build_model, describe_normalization, load_model
-from pneumonia.preprocessing import read_image, resize_image
+from pneumonia.data import resize_to_uint8
+from pneumonia.preprocessing import read_image
 
 
 def _films(film_paths, size):
     """Real films as uint8 at ``size``, plus two extremes: noise and a flat grey."""
-    films = [np.round(resize_image(read_image(p), size) * 255).astype(np.uint8) for p in film_paths[:4]]
+    films = [resize_to_uint8(read_image(p), size) for p in film_paths[:4]]
     rng = np.random.default_rng(size)
     films.append(rng.integers(0, 256, (size, size), dtype=np.uint8))
     films.append(np.full((size, size), 77, np.uint8))
