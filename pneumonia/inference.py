@@ -53,6 +53,7 @@ class Prediction:
         colourfulness: mean chroma of the upload in ``[0, 1]`` (0 for a grayscale film).
         is_chest_xray: False when the distance is beyond the gate's threshold or the upload is
             in colour (see :class:`pneumonia.ood.OodGate`).
+        reason: why the label is UNKNOWN, in words a person can act on; ``None`` otherwise.
     """
 
     label: str
@@ -65,6 +66,25 @@ class Prediction:
     chest_xray_distance: Optional[float] = None
     colourfulness: float = 0.0
     is_chest_xray: bool = True
+    reason: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        """The verdict as plain data, the one serialisation every interface uses (app API, CLI, docs).
+
+        Returns:
+            ``{"label", "pneumonia_probability", "normal_probability", "threshold",
+            "is_chest_xray", "reason"}``; the probabilities are ``None`` when the label is
+            UNKNOWN (no diagnosis is made then), and ``reason`` says why in words (else ``None``).
+        """
+        known = self.label != UNKNOWN
+        return {
+            "label": self.label,
+            "pneumonia_probability": round(float(self.pneumonia_probability), 6) if known else None,
+            "normal_probability": round(1.0 - float(self.pneumonia_probability), 6) if known else None,
+            "threshold": round(float(self.threshold), 6),
+            "is_chest_xray": bool(self.is_chest_xray),
+            "reason": self.reason,
+        }
 
     @property
     def pneumonia_probability(self) -> float:
