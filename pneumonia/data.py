@@ -1,13 +1,20 @@
 """Find the dataset's films, split them by patient, and load them as arrays.
 
-The dataset layout is ``<root>/<CLASS>/<file>`` with ``CLASS`` in ``NORMAL`` / ``PNEUMONIA``
+Two populations:
+
+- ``child``: Kermany et al. 2018 (paediatric, one hospital). The layout is ``<root>/<CLASS>/<file>`` with ``CLASS`` in ``NORMAL`` / ``PNEUMONIA``
 (Kermany et al. 2018). File names carry the patient: ``person123_bacteria_456.jpeg`` is
 pneumonia patient 123; ``IM-0115-0001.jpeg`` and ``NORMAL2-IM-0115-0001.jpeg`` are normal
 patients ``0115`` and ``NORMAL2-0115``.
+- ``adult``: NIH ChestX-ray14 films listed in ``adult_nih/MANIFEST.tsv`` (patient, age, view,
+  label source, pneumonia box). Its fixed test set is every film of the patients with a
+  radiologist's pneumonia box plus the normal films of a seeded fifth of the normal-only patients
+  (:func:`split_adult_records`); nothing is ever trained, selected or calibrated on it.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +26,11 @@ import numpy as np
 from pneumonia.preprocessing import read_image, resize_image
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+POPULATIONS = ("child", "adult")
+ADULT_MANIFEST = "MANIFEST.tsv"
+# The adult test set is fixed once for every model: a seed and a share of its own, never a flag.
+ADULT_TEST_SEED = 2026
+ADULT_TEST_NORMAL_FRACTION = 0.2
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom", ".gif"}
 
 _PERSON = re.compile(r"^(person\d+)_")
@@ -27,11 +39,25 @@ _NORMAL = re.compile(r"^((?:NORMAL2-)?IM-\d+)-")
 
 @dataclasses.dataclass(frozen=True)
 class Record:
-    """One labelled film: its path, class index (0 NORMAL, 1 PNEUMONIA) and patient id."""
+    """One labelled film.
+
+    Attributes:
+        path: the image file.
+        label: class index, 0 NORMAL, 1 PNEUMONIA.
+        patient: patient id, unique across classes and populations.
+        population: ``"child"`` (Kermany) or ``"adult"`` (NIH).
+        verified: False for labels text-mined from reports and never checked by a radiologist.
+        box: the radiologist's pneumonia box ``(x, y, w, h)`` in the file's pixels, else ``None``.
+        view: ``"PA"``, ``"AP"`` or ``""`` when not known.
+    """
 
     path: Path
     label: int
     patient: str
+    population: str = "child"
+    verified: bool = True
+    box: tuple[int, int, int, int] | None = None
+    view: str = ""
 
 
 def patient_id(filename: str, class_name: str) -> str:
@@ -72,6 +98,62 @@ def list_records(root: str | Path) -> list[Record]:
     return records
 
 
+def list_adult_records(root: str | Path) -> list[Record]:
+    """List the adult films of ``root/MANIFEST.tsv`` (NIH ChestX-ray14), sorted by path.
+
+    Args:
+        root: the ``adult_nih`` folder.
+
+    Returns:
+        Records with ``population="adult"``, patient ids ``adult/<NIH patient>``, ``verified``
+        False for text-mined pneumonia labels, and the pneumonia box where a radiologist drew one.
+
+    Raises:
+        FileNotFoundError: no manifest under ``root``.
+    """
+    root = Path(root)
+    manifest = root / ADULT_MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"No {ADULT_MANIFEST} under {root}")
+    records = []
+    with open(manifest, newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            box = None if row["pneumonia_box_xywh"] == "-" else tuple(int(v) for v in row["pneumonia_box_xywh"].split())
+            records.append(Record(
+                path=root / row["file"], label=CLASS_NAMES.index(row["label"]), patient=f"adult/{row['patient']}",
+                population="adult", verified="unverified" not in row["label_source"], box=box, view=row["view"],
+            ))
+    return sorted(records, key=lambda r: r.path)
+
+
+def split_adult_records(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+    """Set the adult test set apart, by patient.
+
+    The test set is every patient with a radiologist's pneumonia box (their boxed films are the
+    test positives; their other films, text-mined, are used nowhere) and a seeded
+    :data:`ADULT_TEST_NORMAL_FRACTION` of the films of the patients who have only normal films.
+    It depends on the manifest alone, so every model is scored on the same films.
+
+    Args:
+        records: from :func:`list_adult_records`.
+
+    Returns:
+        ``(development, test)``: the records training, validation and calibration may use, and
+        the test records; no patient is on both sides.
+    """
+    boxed = {r.patient for r in records if r.box is not None}
+    labels_of: dict[str, set[int]] = {}
+    for r in records:
+        labels_of.setdefault(r.patient, set()).add(r.label)
+    normal_only = [r for r in records if r.patient not in boxed and labels_of[r.patient] == {0}]
+    _, held_out = split_by_patient(normal_only, ADULT_TEST_NORMAL_FRACTION, ADULT_TEST_SEED)
+    test_patients = boxed | {r.patient for r in held_out}
+    test = [r for r in records if (r.patient in boxed and r.box is not None) or
+            (r.patient in test_patients and r.patient not in boxed)]
+    development = [r for r in records if r.patient not in test_patients]
+    return development, test
+
+
 def split_by_patient(records: Sequence[Record], val_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Split records so that every patient is entirely on one side.
 
@@ -84,8 +166,9 @@ def split_by_patient(records: Sequence[Record], val_fraction: float, seed: int) 
         val_fraction: share of films for validation, in ``(0, 1)``.
         seed: shuffling seed.
 
+
     Returns:
-        ``(train_records, val_records)``, both sorted by path.
+        ``(train_records, val_records)``, both in the order of ``records``.
     """
     rng = np.random.default_rng(seed)
     val_patients: set[str] = set()
