@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Defined in pneumonia.metrics; importable from here as well, for train.py.
+from pneumonia.metrics import expected_calibration_error  # noqa: F401
+
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Calibrated PNEUMONIA probabilities ``sigmoid(logits / temperature)``.
@@ -78,27 +81,3 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
     best = np.flatnonzero(j >= j.max() - 1e-12)
     pick = best[np.argmin(np.abs(thresholds[best] - 0.5))]
     return float(np.clip(thresholds[pick], 1e-3, 1 - 1e-3))
-
-
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error of P(PNEUMONIA) with equal-width bins.
-
-    ``sum_b (n_b / N) * |mean(y in b) - mean(p in b)|`` over ``bins`` bins of ``[0, 1]``.
-
-    Args:
-        probabilities: ``(N,)`` predicted PNEUMONIA probabilities in ``[0, 1]``.
-        labels: ``(N,)`` 0/1 ground truth.
-        bins: number of equal-width bins.
-
-    Returns:
-        ECE in ``[0, 1]``.
-    """
-    p = np.asarray(probabilities, dtype=np.float64).ravel()
-    y = np.asarray(labels, dtype=np.float64).ravel()
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            ece += mask.mean() * abs(y[mask].mean() - p[mask].mean())
-    return float(ece)

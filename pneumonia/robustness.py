@@ -19,6 +19,12 @@ from typing import Callable
 
 import numpy as np
 
+from pneumonia.calibration import apply_temperature
+from pneumonia.data import iterate_batches, load_images, resize_to_uint8
+from pneumonia.inference import Predictor
+from pneumonia.metrics import headline_figures, threshold_verdicts
+from pneumonia.train import config_from_metadata, split_records
+
 ChangeFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -87,15 +93,11 @@ def score_films(predictor, films_uint8: np.ndarray, labels: np.ndarray) -> dict[
         films_uint8: ``uint8 (N, H, W)`` films (any side; resized to the model's input).
         labels: ``(N,)`` 0 = NORMAL, 1 = PNEUMONIA.
     """
-    from pneumonia.calibration import apply_temperature
-    from pneumonia.data import iterate_batches, resize_to_uint8
-    from pneumonia.evaluate import compute_metrics
-
     size = predictor.metadata.input_size
     resized = np.stack([resize_to_uint8(f.astype(np.float32) / 255.0, size) for f in films_uint8])
     logits = np.concatenate([predictor.run_network(b)[0] for b in iterate_batches(resized)])
     probability = apply_temperature(logits.astype(np.float64), predictor.metadata.temperature)
-    figures = compute_metrics(labels, probability, predictor.metadata.threshold)
+    figures = headline_figures(labels, probability, threshold_verdicts(probability, predictor.metadata.threshold))
     return {"auc": figures["roc_auc"], **{k: figures[k] for k in ("sensitivity", "specificity", "accuracy")}}
 
 
@@ -136,10 +138,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild the model's validation split from its metadata and print the stress table."""
-    from pneumonia.data import load_images
-    from pneumonia.inference import Predictor
-    from pneumonia.train import config_from_metadata, split_records
-
     predictor = Predictor.load(args.model)
     _, _, val_records = split_records(args.data, config_from_metadata(predictor.metadata))
     # The changes act on the films as the dataset stores them (224 px), before the model's resize.

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
+from pneumonia.calibration import apply_temperature, choose_threshold, fit_temperature
+from pneumonia.metrics import expected_calibration_error
 
 
 def test_apply_temperature_matches_the_logistic_formula():
