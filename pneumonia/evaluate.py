@@ -1,10 +1,23 @@
-"""Score a trained model on a labelled folder and write a readable report.
+"""Score a trained model per population and write a readable report.
 
-``python -m pneumonia evaluate --data ../shared/data/chest_xray/test --model model/ --out reports/``
+    python -m pneumonia evaluate --data ../shared/data/chest_xray/test \\
+        --adult ../shared/data/adult_nih --model model/ --out reports/
 
-Writes ``metrics.json``, ``report.md`` and the plots it shows (confusion matrix, ROC,
-precision-recall, reliability diagram). Every headline figure carries a bootstrap 95% confidence
-interval (films resampled with replacement).
+Three parts, each with its own bootstrap 95% confidence intervals:
+
+1. **Children**: the Kermany test split (``--data``); films resampled with replacement.
+2. **Adults**: the fixed adult test set of ``--adult`` (:func:`pneumonia.data.split_adult_records`:
+   the radiologist-boxed pneumonia films and the held-out normal patients); patients resampled
+   (a patient's films go in and out together). Also the shortcut checks that matter for adults:
+   specificity by view (AP films are often portable and supine) and UNKNOWN counts.
+3. **The pointing game** on the boxed films: is the PNEUMONIA Grad-CAM map's peak within
+   :data:`pneumonia.metrics.POINTING_TOLERANCE_PX` of the radiologist's box? Reported beside the
+   best single fixed point on the same films, an optimistic baseline.
+
+Verdicts are the product's own: the label :class:`pneumonia.inference.Predictor` returns for each
+film (UNKNOWN included, counted as neither found nor cleared), never re-thresholded here. ROC AUC,
+ECE and the reliability diagram use the calibrated probability of every readable film (the
+network's output, gate set aside). Writes ``metrics.json``, ``report.md`` and the plots it shows.
 """
 
 from __future__ import annotations
@@ -12,140 +25,524 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from pneumonia.calibration import expected_calibration_error
-from pneumonia.data import list_records
+from pneumonia.data import CLASS_NAMES, Record, list_adult_records, list_records, split_adult_records
+from pneumonia.errors import InvalidImageError
+from pneumonia.gradcam import resize_heatmap
+from pneumonia.inference import UNKNOWN, Prediction, Predictor
+from pneumonia.metrics import (HEADLINE_KEYS, NO_VERDICT, POINTING_TOLERANCE_PX, best_fixed_point, bootstrap_intervals,
+                               bootstrap_share, compute_metrics, group_indices, pointing_hits, share, verdict_codes)
+from pneumonia.model import load_metadata, resolve_model_dir, update_metadata
+from pneumonia.negatives import make_negative_images
+
+FIGURE_SIZE = (4.2, 3.8)
+# Candidate points of the best-fixed-point baseline: the centres of 8 x 8 pixel cells of the film.
+FIXED_POINT_STEP_PX = 8
+# Figures of a population stored in the model's metadata (besides the CIs).
+RECORDED_KEYS = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece", "threshold")
 
 
-def compute_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
-    """Classification figures at ``threshold`` plus threshold-free ones, from scikit-learn.
+# ---------------------------------------------------------------------------------------------
+# Scoring films with the product
+
+
+def predict_records(predictor: Predictor, records: Sequence[Record],
+                    log: Callable[[str], None] = print) -> tuple[list[Record], np.ndarray, np.ndarray, int]:
+    """The product's verdict and calibrated probability for each film (unreadable films left out).
+
+    Args:
+        predictor: the loaded model.
+        records: the labelled films.
+        log: where a note on unreadable films goes.
+
+    Returns:
+        ``(kept, probabilities, verdicts, unreadable)``: the readable records, ``float64 (N,)``
+        P(PNEUMONIA), ``int64 (N,)`` verdict codes of the labels the predictor returned
+        (:func:`pneumonia.metrics.verdict_codes`) and the number of films left out.
+    """
+    rows = list(predictor.predict_files([r.path for r in records]))
+    failed = [row for row in rows if row["error"]]
+    if failed:
+        log(f"{len(failed)} films could not be read and are left out: {failed[0]['error']}")
+    keep = [i for i, row in enumerate(rows) if not row["error"]]
+    probabilities = np.array([rows[i]["pneumonia_probability"] for i in keep], dtype=np.float64)
+    verdicts = verdict_codes([rows[i]["label"] for i in keep], predictor.class_names)
+    return [records[i] for i in keep], probabilities, verdicts, len(failed)
+
+
+def evaluate_population(labels: np.ndarray, probabilities: np.ndarray, verdicts: np.ndarray, threshold: float,
+                        n_resamples: int = 2000, patients: Optional[Sequence[str]] = None, seed: int = 0) -> dict:
+    """Figures and bootstrap 95% intervals of one population.
 
     Args:
         labels: ``(N,)`` 0 NORMAL / 1 PNEUMONIA.
         probabilities: ``(N,)`` calibrated P(PNEUMONIA).
-        threshold: PNEUMONIA when ``p >= threshold``.
+        verdicts: ``(N,)`` the product's verdict codes.
+        threshold: the operating threshold the verdicts were decided with.
+        n_resamples: bootstrap resamples.
+        patients: ``(N,)`` patient ids to resample by patient; ``None`` resamples films.
+        seed: the bootstrap's seed.
 
     Returns:
-        dict with n, accuracy, sensitivity, specificity, precision, f1, roc_auc, average_precision,
-        ece, brier, confusion_matrix (rows true NORMAL/PNEUMONIA, columns predicted).
+        ``{"metrics": compute_metrics(...), "ci95": {figure: [low, high]}, "resampled": "films" | "patients"}``;
+        no intervals when one class is missing.
     """
-    from sklearn.metrics import (accuracy_score, average_precision_score, brier_score_loss, confusion_matrix,
-                                 f1_score, precision_score, recall_score, roc_auc_score)
-
     labels = np.asarray(labels).astype(int)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    predicted = (probabilities >= threshold).astype(int)
-    both = len(set(labels.tolist())) == 2
+    groups = None if patients is None else group_indices(patients)
+    both = len(np.unique(labels)) == 2
     return {
-        "n": int(len(labels)),
-        "n_normal": int(np.sum(labels == 0)),
-        "n_pneumonia": int(np.sum(labels == 1)),
-        "threshold": float(threshold),
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "sensitivity": float(recall_score(labels, predicted, pos_label=1, zero_division=0)),
-        "specificity": float(recall_score(labels, predicted, pos_label=0, zero_division=0)),
-        "precision": float(precision_score(labels, predicted, pos_label=1, zero_division=0)),
-        "f1": float(f1_score(labels, predicted, pos_label=1, zero_division=0)),
-        "roc_auc": float(roc_auc_score(labels, probabilities)) if both else float("nan"),
-        "average_precision": float(average_precision_score(labels, probabilities)) if both else float("nan"),
-        "ece": expected_calibration_error(probabilities, labels),
-        "brier": float(brier_score_loss(labels, probabilities)),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=[0, 1]).tolist(),
+        "metrics": compute_metrics(labels, probabilities, threshold, verdicts),
+        "ci95": bootstrap_intervals(labels, probabilities, verdicts, n_resamples, seed, groups) if both else {},
+        "resampled": "films" if patients is None else "patients",
     }
 
 
-def bootstrap_intervals(labels: np.ndarray, probabilities: np.ndarray, threshold: float,
-                        n_resamples: int = 2000, seed: int = 0) -> dict[str, list[float]]:
-    """Percentile bootstrap 95% intervals for accuracy, sensitivity, specificity, AUC and ECE.
+def verdict_counts(verdicts: np.ndarray) -> dict[str, int]:
+    """How many films got each verdict: ``{"NORMAL": n, "PNEUMONIA": n, "UNKNOWN": n}``."""
+    verdicts = np.asarray(verdicts)
+    return {CLASS_NAMES[0]: int(np.sum(verdicts == 0)), CLASS_NAMES[1]: int(np.sum(verdicts == 1)),
+            UNKNOWN: int(np.sum(verdicts == NO_VERDICT))}
+
+
+def rates_by_group(labels: np.ndarray, verdicts: np.ndarray, keys: Sequence[str], patients: Sequence[str],
+                   label: int, n_resamples: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Share of the films of class ``label`` given the right verdict, per group (e.g. per view).
+
+    For ``label = 0`` that is specificity, for ``label = 1`` sensitivity, each group on its own
+    films, with a bootstrap interval over its patients.
+
+    Args:
+        labels: ``(N,)`` 0/1 truth.
+        verdicts: ``(N,)`` verdict codes.
+        keys: ``(N,)`` the group of each film (e.g. ``"AP"``, ``"PA"``).
+        patients: ``(N,)`` patient ids.
+        label: the class measured.
+        n_resamples, seed: the bootstrap's.
 
     Returns:
-        ``{metric: [low, high]}``.
+        ``{group: {"n", "NORMAL", "PNEUMONIA", "UNKNOWN", "rate", "ci95"}}``, groups sorted.
     """
-    from sklearn.metrics import roc_auc_score
-
-    labels = np.asarray(labels).astype(int)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    keys = ("accuracy", "sensitivity", "specificity", "roc_auc", "ece")
-    samples: dict[str, list[float]] = {k: [] for k in keys}
-    n = len(labels)
-    for _ in range(n_resamples):
-        idx = rng.integers(0, n, n)
-        y, p = labels[idx], probabilities[idx]
-        if y.min() == y.max():
-            continue
-        pred = p >= threshold
-        samples["accuracy"].append(float(np.mean(pred == y)))
-        samples["sensitivity"].append(float(np.mean(pred[y == 1])))
-        samples["specificity"].append(float(np.mean(~pred[y == 0])))
-        samples["roc_auc"].append(float(roc_auc_score(y, p)))
-        samples["ece"].append(expected_calibration_error(p, y))
-    return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] for k, v in samples.items() if v}
+    labels, verdicts = np.asarray(labels).astype(int), np.asarray(verdicts).astype(int)
+    keys, patients = np.asarray(keys), np.asarray(patients)
+    out = {}
+    for key in sorted(set(keys[labels == label].tolist())):
+        mask = (labels == label) & (keys == key)
+        right = verdicts[mask] == label
+        out[key] = {"n": int(mask.sum()), **verdict_counts(verdicts[mask]), "rate": share(right),
+                    "ci95": bootstrap_share(right, n_resamples, seed, group_indices(patients[mask]))}
+    return out
 
 
-def plot_report_figures(labels: np.ndarray, probabilities: np.ndarray, threshold: float, out_dir: Path) -> dict[str, str]:
-    """Save the confusion matrix, ROC, precision-recall and reliability plots as PNGs.
+# ---------------------------------------------------------------------------------------------
+# The pointing game
+
+
+def explain_pneumonia(predictor: Predictor, image) -> tuple[Prediction, np.ndarray]:
+    """The product's prediction for a film and the Grad-CAM map of the PNEUMONIA class.
+
+    ``predict(explain=True)`` returns the map of the predicted class, and none for UNKNOWN. The
+    pointing game asks where the evidence *for pneumonia* is, whatever the verdict, so for a film
+    called NORMAL or UNKNOWN the PNEUMONIA map is read from the predictor's own explain pass,
+    which computes both classes' maps at once (``Predictor._forward_explain``, the same traced
+    graph ``predict`` uses; a public way to ask for a class is requested from the owner of
+    ``inference.py``).
+
+    Args:
+        predictor: the loaded model.
+        image: anything ``Predictor.predict`` takes.
 
     Returns:
-        ``{figure: file name}`` relative to ``out_dir``.
+        ``(prediction, heatmap)``: the :class:`Prediction` (with the decoded film in ``image``) and
+        the PNEUMONIA map, ``float32 (h, w)`` in ``[0, 1]`` at the explained layer's grid.
+    """
+    prediction = predictor.predict(image, explain=True)
+    pneumonia = predictor.class_names.index(CLASS_NAMES[1])
+    if prediction.label == CLASS_NAMES[1]:
+        return prediction, prediction.heatmap
+    _, batch = predictor.preprocess(image)
+    cams = predictor._forward_explain(batch)[2].numpy()  # (2 classes, 1, h, w)
+    return prediction, cams[pneumonia, 0].astype(np.float32)
+
+
+def heatmap_peak(heatmap: np.ndarray, frame: tuple[int, int]) -> tuple[int, int]:
+    """Where a heatmap peaks on the film: upsampled to the film's frame as the overlay is, then argmax.
+
+    Args:
+        heatmap: ``float (h, w)`` in ``[0, 1]``.
+        frame: ``(width, height)`` of the film in pixels.
+
+    Returns:
+        ``(x, y)`` = ``(column, row)`` of the largest upsampled value (the first in row-major
+        order on ties, so ``(0, 0)`` for an all-zero map).
+    """
+    upsampled = resize_heatmap(heatmap, frame)
+    row, column = np.unravel_index(int(np.argmax(upsampled)), upsampled.shape)
+    return int(column), int(row)
+
+
+def play_pointing_game(peaks: np.ndarray, boxes: Sequence[Sequence[float]], frame: tuple[int, int],
+                       patients: Sequence[str], tolerance: float = POINTING_TOLERANCE_PX,
+                       step: int = FIXED_POINT_STEP_PX, n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Hit rate of the heatmap peaks and of the best single fixed point, with intervals by patient.
+
+    Args:
+        peaks: ``(N, 2)`` ``(x, y)`` per film.
+        boxes: ``N`` radiologist's boxes ``(x, y, width, height)``, same pixels.
+        frame: ``(width, height)`` of the films.
+        patients: ``(N,)`` patient ids (the bootstrap resamples patients).
+        tolerance: pixels from the box that still count as a hit.
+        step: the fixed-point candidate grid's spacing (:func:`pneumonia.metrics.best_fixed_point`).
+        n_resamples, seed: the bootstrap's.
+
+    Returns:
+        dict with n, tolerance_px, hits, hit_rate, ci95, ``best_fixed_point`` (x, y, grid_step_px,
+        hits, hit_rate and ci95 with the point held where it was found; it was chosen on these
+        films, so it is optimistic) and ``margin`` (heatmap minus fixed point).
+    """
+    peaks = np.asarray(peaks, dtype=np.float64).reshape(-1, 2)
+    groups = group_indices(patients)
+    hits = pointing_hits(peaks, boxes, tolerance)
+    (x, y), _ = best_fixed_point(boxes, frame, step, tolerance)
+    fixed_hits = pointing_hits(np.tile([x, y], (len(boxes), 1)), boxes, tolerance)
+    return {
+        "n": int(len(hits)),
+        "tolerance_px": float(tolerance),
+        "hits": int(hits.sum()),
+        "hit_rate": share(hits),
+        "ci95": bootstrap_share(hits, n_resamples, seed, groups),
+        "best_fixed_point": {"x": x, "y": y, "grid_step_px": int(step), "hits": int(fixed_hits.sum()),
+                             "hit_rate": share(fixed_hits),
+                             "ci95": bootstrap_share(fixed_hits, n_resamples, seed, groups)},
+        "margin": share(hits) - share(fixed_hits),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots: one helper draws every figure
+
+
+def save_plot(path: Path, title: str, draw: Callable) -> str:
+    """Draw one figure with ``draw(ax)``, title it and save it as a PNG.
+
+    Returns:
+        The file's name (relative to its folder, as the report links it).
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.calibration import calibration_curve
-    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-    files = {}
-    predicted = (probabilities >= threshold).astype(int)
-
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
-    ConfusionMatrixDisplay.from_predictions(labels, predicted, display_labels=["NORMAL", "PNEUMONIA"],
-                                            cmap="Blues", colorbar=False, ax=ax)
-    ax.set_title(f"Confusion matrix (threshold {threshold:.2f})")
-    files["confusion_matrix"] = "confusion_matrix.png"
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE, dpi=120)
+    draw(ax)
+    ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(out_dir / files["confusion_matrix"])
+    fig.savefig(path)
     plt.close(fig)
+    return path.name
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+
+def draw_confusion(ax, labels: np.ndarray, verdicts: np.ndarray) -> None:
+    """Counts of truth (rows) against verdict (columns; an UNKNOWN column when there are any)."""
+    columns = [0, 1] + ([NO_VERDICT] if np.any(verdicts == NO_VERDICT) else [])
+    counts = np.array([[np.sum((labels == t) & (verdicts == v)) for v in columns] for t in (0, 1)])
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), value in np.ndenumerate(counts):
+        ax.text(j, i, str(value), ha="center", va="center", color="white" if value > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(columns)), [CLASS_NAMES[v] if v != NO_VERDICT else UNKNOWN for v in columns])
+    ax.set_yticks([0, 1], CLASS_NAMES)
+    ax.set_xlabel("verdict")
+    ax.set_ylabel("truth")
+
+
+def draw_roc(ax, labels: np.ndarray, probabilities: np.ndarray, verdicts: np.ndarray) -> None:
+    """ROC curve of the probabilities with the product's operating point."""
+    from sklearn.metrics import RocCurveDisplay
+
     RocCurveDisplay.from_predictions(labels, probabilities, name="CNN", ax=ax)
-    fpr_op = 1 - np.mean(predicted[labels == 0] == 0)
-    tpr_op = np.mean(predicted[labels == 1] == 1)
-    ax.plot([fpr_op], [tpr_op], "o", color="crimson", label="operating point")
+    ax.plot([share(verdicts[labels == 0] == 1)], [share(verdicts[labels == 1] == 1)], "o", color="crimson",
+            label="operating point")
     ax.plot([0, 1], [0, 1], ":", color="gray")
     ax.legend(loc="lower right")
-    ax.set_title("ROC curve")
-    files["roc"] = "roc.png"
-    fig.tight_layout()
-    fig.savefig(out_dir / files["roc"])
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+
+def draw_precision_recall(ax, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    """Precision-recall curve of the probabilities."""
+    from sklearn.metrics import PrecisionRecallDisplay
+
     PrecisionRecallDisplay.from_predictions(labels, probabilities, name="CNN", ax=ax)
-    ax.set_title("Precision-recall curve")
-    files["precision_recall"] = "precision_recall.png"
-    fig.tight_layout()
-    fig.savefig(out_dir / files["precision_recall"])
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+
+def draw_reliability(ax, labels: np.ndarray, probabilities: np.ndarray) -> None:
+    """Observed PNEUMONIA share against predicted probability, 10 equal-width bins."""
+    from sklearn.calibration import calibration_curve
+
     observed, predicted_mean = calibration_curve(labels, probabilities, n_bins=10, strategy="uniform")
     ax.plot([0, 1], [0, 1], ":", color="gray", label="perfect calibration")
     ax.plot(predicted_mean, observed, "o-", label="model")
     ax.set_xlabel("predicted P(pneumonia)")
     ax.set_ylabel("observed fraction with pneumonia")
-    ax.set_title("Reliability diagram (10 bins)")
     ax.legend(loc="upper left")
-    files["reliability"] = "reliability.png"
-    fig.tight_layout()
-    fig.savefig(out_dir / files["reliability"])
-    plt.close(fig)
-    return files
+
+
+def draw_pointing(ax, peaks: np.ndarray, boxes: Sequence[Sequence[float]], hits: np.ndarray,
+                  frame: tuple[int, int], fixed_point: tuple[float, float]) -> None:
+    """The boxes, each film's peak (green hit, red miss) and the best fixed point, in the film's frame."""
+    from matplotlib.patches import Rectangle
+
+    for box in boxes:
+        ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, edgecolor="gray", linewidth=0.8))
+    peaks = np.asarray(peaks).reshape(-1, 2)
+    ax.scatter(peaks[hits, 0], peaks[hits, 1], s=14, color="green", label="peak, hit")
+    ax.scatter(peaks[~hits, 0], peaks[~hits, 1], s=14, color="crimson", label="peak, miss")
+    ax.plot(*fixed_point, "*", color="orange", markersize=12, label="best fixed point")
+    ax.set_xlim(0, frame[0])
+    ax.set_ylim(frame[1], 0)
+    ax.set_aspect("equal")
+    ax.legend(loc="lower left", fontsize=6)
+
+
+def plot_population(labels: np.ndarray, probabilities: np.ndarray, verdicts: np.ndarray, threshold: float,
+                    out_dir: Path, prefix: str = "") -> dict[str, str]:
+    """Save a population's confusion matrix, ROC, precision-recall and reliability plots.
+
+    Returns:
+        ``{figure: file name}``; files are named ``<prefix><figure>.png``.
+    """
+    labels, verdicts = np.asarray(labels).astype(int), np.asarray(verdicts).astype(int)
+    figures = {
+        "confusion_matrix": (f"Verdicts (threshold {threshold:.2f})", lambda ax: draw_confusion(ax, labels, verdicts)),
+        "roc": ("ROC curve", lambda ax: draw_roc(ax, labels, probabilities, verdicts)),
+        "precision_recall": ("Precision-recall curve", lambda ax: draw_precision_recall(ax, labels, probabilities)),
+        "reliability": ("Reliability diagram (10 bins)", lambda ax: draw_reliability(ax, labels, probabilities)),
+    }
+    return {name: save_plot(out_dir / f"{prefix}{name}.png", title, draw) for name, (title, draw) in figures.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The populations
+
+
+def evaluate_gate(predictor: Predictor, verdicts: np.ndarray, seed: int = 0) -> dict:
+    """Measure the not-a-chest-X-ray gate on unseen negatives and on the evaluated films.
+
+    Args:
+        predictor: a loaded :class:`pneumonia.Predictor` with its gate.
+        verdicts: verdict codes of the evaluated (readable) chest films.
+        seed: seed of the synthetic negatives.
+
+    Returns:
+        dict with the negative set's size, how many came back UNKNOWN, how many the decoder
+        refused outright (also no diagnosis), the rates, and the share of chest films flagged.
+    """
+    outcomes = {}
+    for name, image in make_negative_images(seed):
+        try:
+            outcomes[name] = predictor.predict(image).label
+        except InvalidImageError:
+            outcomes[name] = "REFUSED"
+    n = len(outcomes)
+    unknown = sum(label == UNKNOWN for label in outcomes.values())
+    refused = sum(label == "REFUSED" for label in outcomes.values())
+    flagged = int(np.sum(np.asarray(verdicts) == NO_VERDICT))
+    return {
+        "negatives": n,
+        "negatives_unknown": unknown,
+        "negatives_refused_by_decoder": refused,
+        "negatives_no_diagnosis_rate": (unknown + refused) / n,
+        "negatives_unknown_rate": unknown / n,
+        "negatives_diagnosed": sorted(name for name, label in outcomes.items() if label in CLASS_NAMES),
+        "xrays": len(verdicts),
+        "xrays_flagged_unknown": flagged,
+        "xrays_flagged_rate": flagged / max(1, len(verdicts)),
+    }
+
+
+def evaluate_children(predictor: Predictor, data_dir: str | Path, out_dir: Path, n_resamples: int = 2000,
+                      gate: bool = True, log: Callable[[str], None] = print) -> dict:
+    """The Kermany test split (``data_dir/{NORMAL,PNEUMONIA}``): figures, CIs by film, plots, gate.
+
+    Returns:
+        ``{"data", "metrics", "ci95", "resampled", "unreadable", "figures", "classification_report"}``
+        and ``"gate"`` when measured.
+    """
+    from sklearn.metrics import classification_report
+
+    records, probabilities, verdicts, unreadable = predict_records(predictor, list_records(data_dir), log)
+    labels = np.array([r.label for r in records])
+    threshold = predictor.metadata.threshold
+    result = {"data": str(data_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples),
+              "unreadable": unreadable}
+    result["figures"] = plot_population(labels, probabilities, verdicts, threshold, out_dir) if result["ci95"] else {}
+    result["classification_report"] = classification_report(labels, verdicts, labels=[0, 1],
+                                                             target_names=list(CLASS_NAMES), digits=3, zero_division=0)
+    if predictor.gate is not None and gate:
+        result["gate"] = evaluate_gate(predictor, verdicts)
+        log("gate: " + json.dumps({k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}))
+    return result
+
+
+def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, n_resamples: int = 2000,
+                    log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """The fixed adult test set of ``adult_dir`` (NIH): figures and CIs by patient, views, pointing game.
+
+    Returns:
+        ``(adult_test, pointing_game)``: ``adult_test`` holds ``evaluate_population``'s figures,
+        ``by_view`` (specificity of the normals and sensitivity of the boxed films per view),
+        ``unreadable`` and ``figures``; ``pointing_game`` :func:`play_pointing_game`'s, plus the
+        heatmap's grid, the boxed films' verdicts and one row per film.
+    """
+    _, test = split_adult_records(list_adult_records(adult_dir))
+    records, probabilities, verdicts, unreadable = predict_records(predictor, test, log)
+    labels = np.array([r.label for r in records])
+    patients = [r.patient for r in records]
+    views = [r.view or "?" for r in records]
+    threshold = predictor.metadata.threshold
+    adult = {"data": str(adult_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples,
+                                                           patients), "unreadable": unreadable}
+    adult["by_view"] = {"specificity": rates_by_group(labels, verdicts, views, patients, 0, n_resamples),
+                        "sensitivity": rates_by_group(labels, verdicts, views, patients, 1, n_resamples)}
+    adult["figures"] = plot_population(labels, probabilities, verdicts, threshold, out_dir, "adult_") \
+        if adult["ci95"] else {}
+
+    boxed = [r for r in records if r.box is not None]
+    peaks, films, grids, frames = [], [], set(), set()
+    for record in boxed:
+        prediction, heatmap = explain_pneumonia(predictor, record.path)
+        frame = prediction.image.shape[::-1]  # (width, height)
+        peak = heatmap_peak(heatmap, frame)
+        peaks.append(peak)
+        grids.add(heatmap.shape)
+        frames.add(frame)
+        films.append({"file": record.path.name, "patient": record.patient, "view": record.view,
+                      "verdict": prediction.label, "box": list(record.box), "peak": list(peak)})
+    if not boxed:
+        return adult, {}
+    if len(frames) != 1:
+        raise ValueError(f"The boxed films differ in size ({sorted(frames)}); one fixed point cannot serve them all.")
+    frame = frames.pop()
+    boxes = [r.box for r in boxed]
+    game = play_pointing_game(np.array(peaks), boxes, frame, [r.patient for r in boxed], n_resamples=n_resamples)
+    hits = pointing_hits(np.array(peaks), boxes)
+    for row, hit in zip(films, hits):
+        row["hit"] = bool(hit)
+    fixed = (game["best_fixed_point"]["x"], game["best_fixed_point"]["y"])
+    game.update({"frame": list(frame), "heatmap_grid": [list(g) for g in sorted(grids)],
+                 "explained_class": CLASS_NAMES[1],
+                 "verdicts": verdict_counts(verdict_codes([f["verdict"] for f in films], predictor.class_names)),
+                 "films": films,
+                 "figure": save_plot(out_dir / "pointing_game.png",
+                                     f"Pointing game: {game['hits']}/{game['n']} peaks within {game['tolerance_px']:.0f} px",
+                                     lambda ax: draw_pointing(ax, np.array(peaks), boxes, hits, frame, fixed))})
+    return adult, game
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+
+def population_table(population: dict) -> list[str]:
+    """Markdown table of a population's headline figures with their intervals, and its verdicts."""
+    metrics, intervals = population["metrics"], population["ci95"]
+    names = {"accuracy": "accuracy", "sensitivity": "sensitivity (recall, PNEUMONIA)",
+             "specificity": "specificity (recall, NORMAL)", "roc_auc": "ROC AUC",
+             "ece": "expected calibration error (10 bins)"}
+
+    def value(x: float) -> str:
+        return "n/a" if x is None or not math.isfinite(x) else f"{x:.3f}"
+
+    rows = ["| figure | value | bootstrap 95% CI |", "|---|---|---|"]
+    for key in HEADLINE_KEYS:
+        ci = intervals.get(key)
+        rows.append(f"| {names[key]} | {value(metrics[key])} | {f'{ci[0]:.3f} - {ci[1]:.3f}' if ci else 'n/a'} |")
+    for key, name in (("precision", "precision (PPV)"), ("f1", "F1"), ("average_precision", "average precision"),
+                      ("brier", "Brier score")):
+        rows.append(f"| {name} | {value(metrics[key])} | |")
+    cm, unknown = metrics["confusion_matrix"], metrics["unknown"]
+    return rows + [
+        "",
+        f"Verdicts (rows: truth, columns: verdict; intervals resample {population['resampled']}):",
+        "",
+        "| | NORMAL | PNEUMONIA | UNKNOWN |",
+        "|---|---|---|---|",
+        *(f"| {name} | {cm[t][0]} | {cm[t][1]} | {unknown[t]} |" for t, name in enumerate(CLASS_NAMES)),
+        "",
+    ]
+
+
+def figure_links(figures: dict[str, str]) -> list[str]:
+    """Markdown image links of a population's plots, two a line."""
+    links = [f"![{name.replace('_', ' ')}]({file})" for name, file in figures.items()]
+    return [line for i in range(0, len(links), 2) for line in (" ".join(links[i:i + 2]), "")]
+
+
+def children_section(children: dict) -> list[str]:
+    m = children["metrics"]
+    return [
+        "## Children: Kermany test split",
+        "",
+        f"`{children['data']}`: {m['n']} films ({m['n_normal']} NORMAL, {m['n_pneumonia']} PNEUMONIA), "
+        f"{children['unreadable']} unreadable.",
+        "",
+        *population_table(children),
+        *figure_links(children["figures"]),
+    ]
+
+
+def adult_section(adult: dict) -> list[str]:
+    m = adult["metrics"]
+    lines = [
+        "## Adults: NIH test set",
+        "",
+        f"`{adult['data']}`, the fixed adult test set: {m['n_pneumonia']} films with a radiologist's pneumonia box "
+        f"and {m['n_normal']} \"No Finding\" films of held-out patients ({adult['unreadable']} unreadable). "
+        "Never trained, selected or calibrated on. Sensitivity is on the boxed films, specificity on the "
+        "held-out normals, AUC between the two.",
+        "",
+        *population_table(adult),
+        "By view (adult AP films are often portable or supine; a view the network reads as disease is a shortcut):",
+        "",
+        "| view | figure | films | NORMAL | PNEUMONIA | UNKNOWN | value | bootstrap 95% CI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for figure, groups in adult["by_view"].items():
+        for view, g in groups.items():
+            ci = f"{g['ci95'][0]:.3f} - {g['ci95'][1]:.3f}" if g["ci95"] else "n/a"
+            lines.append(f"| {view} | {figure} | {g['n']} | {g['NORMAL']} | {g['PNEUMONIA']} | {g['UNKNOWN']} | "
+                         f"{g['rate']:.3f} | {ci} |")
+    return lines + ["", *figure_links(adult["figures"])]
+
+
+def pointing_section(game: dict) -> list[str]:
+    fixed = game["best_fixed_point"]
+
+    def ci(interval: list[float]) -> str:
+        return f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else "n/a"
+
+    grid = ", ".join(f"{g[0]} x {g[1]}" for g in game["heatmap_grid"])
+    return [
+        "## Pointing game: adult films with a radiologist's box",
+        "",
+        f"The {game['explained_class']} Grad-CAM map (grid {grid} cells; for films not called "
+        f"{game['explained_class']} too), upsampled to the {game['frame'][0]} x {game['frame'][1]} px film as the "
+        f"overlay is; a hit when its peak is within {game['tolerance_px']:.0f} px of the box. Verdicts on these "
+        f"films: {', '.join(f'{k} {v}' for k, v in game['verdicts'].items())}. Intervals resample patients.",
+        "",
+        "| pointer | hits | hit rate | bootstrap 95% CI |",
+        "|---|---|---|---|",
+        f"| heatmap peak | {game['hits']} / {game['n']} | {game['hit_rate']:.3f} | {ci(game['ci95'])} |",
+        f"| best fixed point ({fixed['x']:.0f}, {fixed['y']:.0f}), searched every {fixed['grid_step_px']} px "
+        f"on these films (optimistic) | {fixed['hits']} / {game['n']} | {fixed['hit_rate']:.3f} | {ci(fixed['ci95'])} |",
+        "",
+        f"Heatmap minus fixed point: **{game['margin']:+.3f}**.",
+        "",
+        f"![pointing game]({game['figure']})",
+        "",
+    ]
 
 
 def gate_section(gate: dict | None) -> list[str]:
@@ -155,8 +552,8 @@ def gate_section(gate: dict | None) -> list[str]:
     return [
         "## Not a chest X-ray (UNKNOWN)",
         "",
-        f"- Chest films of this set called UNKNOWN: **{gate['xrays_flagged_unknown']} of {gate['xrays']}** "
-        f"({gate['xrays_flagged_rate']:.1%}).",
+        f"- Chest films of the Kermany test split called UNKNOWN: **{gate['xrays_flagged_unknown']} of "
+        f"{gate['xrays']}** ({gate['xrays_flagged_rate']:.1%}).",
         f"- Non-chest images (unseen by the gate, see `pneumonia/negatives.py`) given no diagnosis: "
         f"**{gate['negatives_unknown'] + gate['negatives_refused_by_decoder']} of {gate['negatives']}** "
         f"({gate['negatives_no_diagnosis_rate']:.1%}): {gate['negatives_unknown']} UNKNOWN, "
@@ -166,163 +563,136 @@ def gate_section(gate: dict | None) -> list[str]:
     ]
 
 
-def write_report(metrics: dict, intervals: dict, figures: dict, classification_report: str,
-                 metadata: dict, data_dir: str, out_dir: Path, gate: dict | None = None) -> Path:
-    """Write ``report.md``: headline table with CIs, operating point, plots and the sklearn report."""
-
-    def row(name: str, key: str) -> str:
-        ci = intervals.get(key)
-        ci_text = f"{ci[0]:.3f} - {ci[1]:.3f}" if ci else "n/a"
-        return f"| {name} | {metrics[key]:.3f} | {ci_text} |"
-
-    cm = metrics["confusion_matrix"]
+def write_report(result: dict, metadata: dict, out_dir: Path, classification_report: str = "") -> Path:
+    """Write ``report.md``: the operating point, then a section per population, the pointing game and the gate."""
     lines = [
         "# Evaluation report",
         "",
         f"Model `{metadata.get('version', '?')}` ({metadata.get('architecture', '')}), "
-        f"input {metadata.get('input_size')} px, evaluated on `{data_dir}` "
-        f"({metrics['n']} films: {metrics['n_normal']} NORMAL, {metrics['n_pneumonia']} PNEUMONIA) "
-        f"on {dt.date.today().isoformat()}.",
+        f"input {metadata.get('input_size')} px, evaluated on {result['date']}.",
         "",
-        f"Operating point: PNEUMONIA when calibrated P(pneumonia) >= **{metrics['threshold']:.3f}** "
-        f"(chosen on the patient-wise validation split; temperature {metadata.get('temperature', 1.0):.3f}).",
-        "",
-        "| figure | value | bootstrap 95% CI |",
-        "|---|---|---|",
-        row("accuracy", "accuracy"),
-        row("sensitivity (recall, PNEUMONIA)", "sensitivity"),
-        row("specificity (recall, NORMAL)", "specificity"),
-        row("ROC AUC", "roc_auc"),
-        row("expected calibration error (10 bins)", "ece"),
-        f"| precision (PPV) | {metrics['precision']:.3f} | |",
-        f"| F1 | {metrics['f1']:.3f} | |",
-        f"| average precision | {metrics['average_precision']:.3f} | |",
-        f"| Brier score | {metrics['brier']:.3f} | |",
-        "",
-        "Confusion matrix (rows: truth, columns: prediction):",
-        "",
-        "| | predicted NORMAL | predicted PNEUMONIA |",
-        "|---|---|---|",
-        f"| NORMAL | {cm[0][0]} | {cm[0][1]} |",
-        f"| PNEUMONIA | {cm[1][0]} | {cm[1][1]} |",
-        "",
-        f"![confusion matrix]({figures['confusion_matrix']}) ![ROC curve]({figures['roc']})",
-        "",
-        f"![precision-recall curve]({figures['precision_recall']}) ![reliability diagram]({figures['reliability']})",
-        "",
-        *gate_section(gate),
-        "## Classification report (scikit-learn)",
-        "",
-        "```",
-        classification_report.rstrip(),
-        "```",
+        f"Operating point: PNEUMONIA when calibrated P(pneumonia) >= **{metadata.get('threshold', 0.0):.3f}** "
+        f"(chosen on the patient-wise validation split; temperature {metadata.get('temperature', 1.0):.3f}). "
+        "Verdicts are the labels the predictor returns; an UNKNOWN verdict (not a chest X-ray, no diagnosis) "
+        "counts as neither found nor cleared. AUC, ECE and the curves use every readable film's probability.",
         "",
     ]
+    if "metrics" in result:
+        lines += children_section(result)
+    if "adult_test" in result:
+        lines += adult_section(result["adult_test"])
+    if result.get("pointing_game"):
+        lines += pointing_section(result["pointing_game"])
+    lines += gate_section(result.get("gate"))
+    if classification_report:
+        lines += ["## Classification report, children (scikit-learn)", "", "```", classification_report.rstrip(),
+                  "```", ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
 
 
-def evaluate_gate(predictor, xray_rows: list[dict], seed: int = 0) -> dict:
-    """Measure the not-a-chest-X-ray gate on unseen negatives and on the evaluated films.
+def finite_or_none(value):
+    """``value`` with every non-finite float (NaN: a figure with nothing to measure) as ``None``, for JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def evaluate_model(data_dir: str | Path | None, model_dir: str | Path | None, out_dir: str | Path,
+                   n_resamples: int = 2000, gate: bool = True, log: Callable[[str], None] = print,
+                   adult_dir: str | Path | None = None) -> dict:
+    """Score the model on the children's test split and/or the adult test set, and write the report.
 
     Args:
-        predictor: a loaded :class:`pneumonia.Predictor` with its gate.
-        xray_rows: ``predict_files`` rows of the evaluated chest films.
-        seed: seed of the synthetic negatives.
+        data_dir: folder with ``NORMAL/`` and ``PNEUMONIA/`` (the Kermany test split), or ``None``.
+        model_dir: the model folder (``None``: the shipped one).
+        out_dir: where ``metrics.json``, ``report.md`` and the plots go.
+        n_resamples: bootstrap resamples.
+        gate: also measure the not-a-chest-X-ray gate (with the children's films).
+        log: progress lines.
+        adult_dir: the ``adult_nih`` folder, or ``None``.
 
     Returns:
-        dict with the negative set's size, how many came back UNKNOWN, how many the decoder
-        refused outright (also no diagnosis), the rates, and the share of chest films flagged.
+        The ``metrics.json`` content: the children's figures at the top level (``data``,
+        ``metrics``, ``ci95``, ``gate``), and ``adult_test`` and ``pointing_game`` when
+        ``adult_dir`` is given.
+
+    Raises:
+        ValueError: neither folder given.
     """
-    from pneumonia.errors import InvalidImageError
-    from pneumonia.negatives import make_negative_images
-
-    outcomes = {}
-    for name, image in make_negative_images(seed):
-        try:
-            outcomes[name] = predictor.predict(image).label
-        except InvalidImageError:
-            outcomes[name] = "REFUSED"
-    n = len(outcomes)
-    unknown = sum(label == "UNKNOWN" for label in outcomes.values())
-    refused = sum(label == "REFUSED" for label in outcomes.values())
-    readable = [row for row in xray_rows if not row["error"]]
-    flagged = sum(row["label"] == "UNKNOWN" for row in readable)
-    return {
-        "negatives": n,
-        "negatives_unknown": unknown,
-        "negatives_refused_by_decoder": refused,
-        "negatives_no_diagnosis_rate": (unknown + refused) / n,
-        "negatives_unknown_rate": unknown / n,
-        "negatives_diagnosed": sorted(name for name, label in outcomes.items() if label in ("NORMAL", "PNEUMONIA")),
-        "xrays": len(readable),
-        "xrays_flagged_unknown": flagged,
-        "xrays_flagged_rate": flagged / max(1, len(readable)),
-    }
-
-
-def evaluate_model(data_dir: str | Path, model_dir: str | Path | None, out_dir: str | Path,
-                   n_resamples: int = 2000, gate: bool = True, log=print) -> dict:
-    """Predict every film under ``data_dir/{NORMAL,PNEUMONIA}`` and write the report.
-
-    The classification figures use every readable film at the model's threshold, whatever the
-    gate says (so they measure the CNN); the gate is measured separately (``gate=True``) on the
-    same films and on the negative set of :mod:`pneumonia.negatives`.
-
-    Returns:
-        The ``metrics.json`` content.
-    """
-    from sklearn.metrics import classification_report
-
-    from pneumonia.inference import Predictor
-
+    if data_dir is None and adult_dir is None:
+        raise ValueError("Give the children's test folder (--data), the adult folder (--adult), or both.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = list_records(data_dir)
     predictor = Predictor.load(model_dir)
-    rows = list(predictor.predict_files([r.path for r in records]))
-    failed = [row for row in rows if row["error"]]
-    if failed:
-        log(f"{len(failed)} films could not be read and are left out: {failed[0]['error']}")
-    keep = [i for i, row in enumerate(rows) if not row["error"]]
-    labels = np.array([records[i].label for i in keep])
-    probabilities = np.array([rows[i]["pneumonia_probability"] for i in keep], dtype=np.float64)
-    threshold = predictor.metadata.threshold
-    metrics = compute_metrics(labels, probabilities, threshold)
-    intervals = bootstrap_intervals(labels, probabilities, threshold, n_resamples) if len(set(labels)) == 2 else {}
-    figures = plot_report_figures(labels, probabilities, threshold, out_dir) if len(set(labels)) == 2 else {}
-    report_text = classification_report(labels, (probabilities >= threshold).astype(int),
-                                         labels=[0, 1], target_names=list(predictor.class_names), digits=3,
-                                         zero_division=0)
-    metadata = json.loads(predictor.metadata.to_json())
-    result = {
-        "data": str(data_dir),
-        "model_version": predictor.metadata.version,
-        "date": dt.date.today().isoformat(),
-        "metrics": metrics,
-        "ci95": intervals,
-        "unreadable": len(failed),
-    }
-    if predictor.gate is not None and gate:
-        result["gate"] = evaluate_gate(predictor, rows)
-        log("gate: " + json.dumps({k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}))
+    result: dict = {"model_version": predictor.metadata.version, "date": dt.date.today().isoformat()}
+    report_text = ""
+    if data_dir is not None:
+        children = evaluate_children(predictor, data_dir, out_dir, n_resamples, gate, log)
+        report_text = children.pop("classification_report")
+        result.update(children)
+        log("children: " + json.dumps({k: round(v, 4) for k, v in children["metrics"].items() if isinstance(v, float)}))
+    if adult_dir is not None:
+        result["adult_test"], result["pointing_game"] = evaluate_adults(predictor, adult_dir, out_dir, n_resamples, log)
+        log("adults: " + json.dumps({k: round(v, 4) for k, v in result["adult_test"]["metrics"].items()
+                                     if isinstance(v, float)}))
+        if result["pointing_game"]:
+            game = result["pointing_game"]
+            log(f"pointing game: {game['hits']}/{game['n']} (fixed point {game['best_fixed_point']['hits']}/{game['n']})")
+    result = finite_or_none(result)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    if figures:
-        write_report(metrics, intervals, figures, report_text, metadata, str(data_dir), out_dir,
-                     result.get("gate"))
-    log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}))
+    write_report(result, json.loads(predictor.metadata.to_json()), out_dir, report_text)
     return result
+
+
+def summarise_population(population: dict) -> dict:
+    """The figures of a population stored in metadata: :data:`RECORDED_KEYS`, rounded, with CIs and data."""
+    metrics = population["metrics"]
+    summary = {k: round(metrics[k], 6) if isinstance(metrics[k], float) else metrics[k] for k in RECORDED_KEYS}
+    summary["ci95"] = {k: [round(v[0], 4), round(v[1], 4)] for k, v in population["ci95"].items()}
+    summary["data"] = population["data"]
+    return summary
+
+
+def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
+    """Store an evaluation's headline figures in ``metadata.json``: ``metrics.test`` (children, with the
+    gate), ``metrics.adult_test`` and ``metrics.pointing_game``, for the parts evaluated."""
+    model_dir = resolve_model_dir(model_dir)
+    metrics = dict(load_metadata(model_dir).metrics)
+    if "metrics" in result:
+        metrics["test"] = summarise_population(result)
+        if "gate" in result:
+            metrics["test"]["gate"] = {k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}
+    if "adult_test" in result:
+        adult = result["adult_test"]
+        metrics["adult_test"] = dict(summarise_population(adult), unknown=adult["metrics"]["unknown"],
+                                     specificity_by_view={v: round(g["rate"], 6)
+                                                          for v, g in adult["by_view"]["specificity"].items()})
+    if result.get("pointing_game"):
+        game = result["pointing_game"]
+        metrics["pointing_game"] = {k: game[k] for k in ("n", "hits", "hit_rate", "ci95", "tolerance_px", "heatmap_grid",
+                                                         "margin")}
+        metrics["pointing_game"]["best_fixed_point"] = {k: v for k, v in game["best_fixed_point"].items()}
+    update_metadata(model_dir, metrics=metrics)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` command's flags to ``parser``."""
-    parser.add_argument("--data", required=True, help="folder with NORMAL/ and PNEUMONIA/ (e.g. the test split)")
+    parser.add_argument("--data", default=None,
+                        help="children's test folder with NORMAL/ and PNEUMONIA/ (e.g. ../shared/data/chest_xray/test)")
+    parser.add_argument("--adult", default=None,
+                        help="the adult_nih folder (MANIFEST.tsv): scores its fixed adult test set and the pointing game")
     parser.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     parser.add_argument("--out", default="reports", help="where metrics.json, report.md and plots go")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
     parser.add_argument("--record", action="store_true",
-                        help="also store these figures under metrics.test in the model's metadata.json")
+                        help="also store the figures in the model's metadata.json (metrics.test, metrics.adult_test, "
+                             "metrics.pointing_game)")
     parser.add_argument("--no-gate", dest="gate", action="store_false",
                         help="skip measuring the not-a-chest-X-ray gate (needs scikit-image)")
 
@@ -330,27 +700,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the ``evaluate`` command from parsed arguments."""
     result = evaluate_model(args.data, args.model, args.out, args.bootstrap, args.gate,
-                            log=lambda m: print(m, flush=True))
+                            log=lambda m: print(m, flush=True), adult_dir=args.adult)
     if args.record:
         record_in_metadata(result, args.model)
     return 0
-
-
-def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
-    """Store an evaluation's headline figures and CIs under ``metrics.test`` in ``metadata.json``."""
-    from pneumonia.model import load_metadata, resolve_model_dir, update_metadata
-
-    model_dir = resolve_model_dir(model_dir)
-    metadata = load_metadata(model_dir)
-    keys = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece", "threshold")
-    test = {k: round(result["metrics"][k], 6) if isinstance(result["metrics"][k], float) else result["metrics"][k]
-            for k in keys}
-    test["ci95"] = {k: [round(v[0], 4), round(v[1], 4)] for k, v in result["ci95"].items()}
-    test["data"] = result["data"]
-    if "gate" in result:
-        test["gate"] = {k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}
-    metrics = dict(metadata.metrics, test=test)
-    update_metadata(model_dir, metrics=metrics)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
