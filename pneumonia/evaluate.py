@@ -55,6 +55,10 @@ def predict_records(predictor: Predictor, records: Sequence[Record],
                     log: Callable[[str], None] = print) -> tuple[list[Record], np.ndarray, np.ndarray, int]:
     """The product's verdict and calibrated probability for each film (unreadable films left out).
 
+    Each film goes through ``Predictor.predict``, the call the app and the API make, and its
+    :class:`Prediction` gives both: the label as a user sees it, and P(PNEUMONIA) (which the
+    prediction holds for UNKNOWN films too, although no diagnosis is shown for them).
+
     Args:
         predictor: the loaded model.
         records: the labelled films.
@@ -62,17 +66,20 @@ def predict_records(predictor: Predictor, records: Sequence[Record],
 
     Returns:
         ``(kept, probabilities, verdicts, unreadable)``: the readable records, ``float64 (N,)``
-        P(PNEUMONIA), ``int64 (N,)`` verdict codes of the labels the predictor returned
+        P(PNEUMONIA), ``int64 (N,)`` verdict codes of the predictions' labels
         (:func:`pneumonia.metrics.verdict_codes`) and the number of films left out.
     """
-    rows = list(predictor.predict_files([r.path for r in records]))
-    failed = [row for row in rows if row["error"]]
+    kept, predictions, failed = [], [], []
+    for record in records:
+        try:
+            predictions.append(predictor.predict(record.path))
+            kept.append(record)
+        except InvalidImageError as exc:
+            failed.append(str(exc))
     if failed:
-        log(f"{len(failed)} films could not be read and are left out: {failed[0]['error']}")
-    keep = [i for i, row in enumerate(rows) if not row["error"]]
-    probabilities = np.array([rows[i]["pneumonia_probability"] for i in keep], dtype=np.float64)
-    verdicts = verdict_codes([rows[i]["label"] for i in keep], predictor.class_names)
-    return [records[i] for i in keep], probabilities, verdicts, len(failed)
+        log(f"{len(failed)} films could not be read and are left out: {failed[0]}")
+    probabilities = np.array([p.pneumonia_probability for p in predictions], dtype=np.float64)
+    return kept, probabilities, verdict_codes([p.label for p in predictions], predictor.class_names), len(failed)
 
 
 def evaluate_population(labels: np.ndarray, probabilities: np.ndarray, verdicts: np.ndarray, threshold: float,
