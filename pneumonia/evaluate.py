@@ -443,13 +443,24 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
                  "verdicts": verdict_counts(verdict_codes([f["verdict"] for f in films], predictor.class_names)),
                  "films": films,
                  "figure": save_plot(out_dir / "pointing_game.png",
-                                     f"Pointing game: {game['hits']}/{game['n']} peaks within {game['tolerance_px']:.0f} px",
+                                     f"Pointing game: {game['hits']}/{game['n']} peaks within "
+                                     f"{game['tolerance_px']:.0f} px",
                                      lambda ax: draw_pointing(ax, np.array(peaks), boxes, hits, frame, fixed))})
     return adult, game
 
 
 # ---------------------------------------------------------------------------------------------
 # The report
+
+
+def format_value(value: float | None) -> str:
+    """A figure to 3 decimals, ``n/a`` when there was nothing to measure it on."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+def format_interval(interval: Sequence[float] | None) -> str:
+    """A ``[low, high]`` interval as ``low - high``, ``n/a`` when there is none."""
+    return f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else "n/a"
 
 
 def population_table(population: dict) -> list[str]:
@@ -459,16 +470,12 @@ def population_table(population: dict) -> list[str]:
              "specificity": "specificity (recall, NORMAL)", "roc_auc": "ROC AUC",
              "ece": "expected calibration error (10 bins)"}
 
-    def value(x: float) -> str:
-        return "n/a" if x is None or not math.isfinite(x) else f"{x:.3f}"
-
     rows = ["| figure | value | bootstrap 95% CI |", "|---|---|---|"]
     for key in HEADLINE_KEYS:
-        ci = intervals.get(key)
-        rows.append(f"| {names[key]} | {value(metrics[key])} | {f'{ci[0]:.3f} - {ci[1]:.3f}' if ci else 'n/a'} |")
+        rows.append(f"| {names[key]} | {format_value(metrics[key])} | {format_interval(intervals.get(key))} |")
     for key, name in (("precision", "precision (PPV)"), ("f1", "F1"), ("average_precision", "average precision"),
                       ("brier", "Brier score")):
-        rows.append(f"| {name} | {value(metrics[key])} | |")
+        rows.append(f"| {name} | {format_value(metrics[key])} | |")
     cm, unknown = metrics["confusion_matrix"], metrics["unknown"]
     return rows + [
         "",
@@ -518,17 +525,13 @@ def adult_section(adult: dict) -> list[str]:
     ]
     for figure, groups in adult["by_view"].items():
         for view, g in groups.items():
-            ci = f"{g['ci95'][0]:.3f} - {g['ci95'][1]:.3f}" if g["ci95"] else "n/a"
             lines.append(f"| {view} | {figure} | {g['n']} | {g['NORMAL']} | {g['PNEUMONIA']} | {g['UNKNOWN']} | "
-                         f"{g['rate']:.3f} | {ci} |")
+                         f"{format_value(g['rate'])} | {format_interval(g['ci95'])} |")
     return lines + ["", *figure_links(adult["figures"])]
 
 
 def pointing_section(game: dict) -> list[str]:
     fixed = game["best_fixed_point"]
-
-    def ci(interval: list[float]) -> str:
-        return f"{interval[0]:.3f} - {interval[1]:.3f}" if interval else "n/a"
 
     grid = ", ".join(f"{g[0]} x {g[1]}" for g in game["heatmap_grid"])
     return [
@@ -541,9 +544,11 @@ def pointing_section(game: dict) -> list[str]:
         "",
         "| pointer | hits | hit rate | bootstrap 95% CI |",
         "|---|---|---|---|",
-        f"| heatmap peak | {game['hits']} / {game['n']} | {game['hit_rate']:.3f} | {ci(game['ci95'])} |",
+        f"| heatmap peak | {game['hits']} / {game['n']} | {format_value(game['hit_rate'])} | "
+        f"{format_interval(game['ci95'])} |",
         f"| best fixed point ({fixed['x']:.0f}, {fixed['y']:.0f}), searched every {fixed['grid_step_px']} px "
-        f"on these films (optimistic) | {fixed['hits']} / {game['n']} | {fixed['hit_rate']:.3f} | {ci(fixed['ci95'])} |",
+        f"on these films (optimistic) | {fixed['hits']} / {game['n']} | {format_value(fixed['hit_rate'])} | "
+        f"{format_interval(fixed['ci95'])} |",
         "",
         f"Heatmap minus fixed point: **{game['margin']:+.3f}**.",
         "",
@@ -650,7 +655,8 @@ def evaluate_model(data_dir: str | Path | None, model_dir: str | Path | None, ou
                                      if isinstance(v, float)}))
         if result["pointing_game"]:
             game = result["pointing_game"]
-            log(f"pointing game: {game['hits']}/{game['n']} (fixed point {game['best_fixed_point']['hits']}/{game['n']})")
+            log(f"pointing game: {game['hits']}/{game['n']} "
+                f"(best fixed point {game['best_fixed_point']['hits']}/{game['n']})")
     result = finite_or_none(result)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     write_report(result, json.loads(predictor.metadata.to_json()), out_dir, report_text)
@@ -682,9 +688,8 @@ def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
                                                           for v, g in adult["by_view"]["specificity"].items()})
     if result.get("pointing_game"):
         game = result["pointing_game"]
-        metrics["pointing_game"] = {k: game[k] for k in ("n", "hits", "hit_rate", "ci95", "tolerance_px", "heatmap_grid",
-                                                         "margin")}
-        metrics["pointing_game"]["best_fixed_point"] = {k: v for k, v in game["best_fixed_point"].items()}
+        keys = ("n", "hits", "hit_rate", "ci95", "tolerance_px", "heatmap_grid", "margin", "best_fixed_point")
+        metrics["pointing_game"] = {k: game[k] for k in keys}
     update_metadata(model_dir, metrics=metrics)
 
 
@@ -693,8 +698,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None,
                         help="children's test folder with NORMAL/ and PNEUMONIA/ (e.g. ../shared/data/chest_xray/test)")
     parser.add_argument("--adult", default=None,
-                        help="the adult_nih folder (MANIFEST.tsv): scores its fixed adult test set and the pointing game")
-    parser.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
+                        help="the adult_nih folder (MANIFEST.tsv): scores its fixed adult test set and the pointing "
+                             "game")
+    parser.add_argument("--model", default=None,
+                        help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     parser.add_argument("--out", default="reports", help="where metrics.json, report.md and plots go")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CIs")
     parser.add_argument("--record", action="store_true",
