@@ -314,20 +314,28 @@ def draw_pointing(ax, peaks: np.ndarray, boxes: Sequence[Sequence[float]], hits:
 
 
 def plot_population(labels: np.ndarray, probabilities: np.ndarray, verdicts: np.ndarray, threshold: float,
-                    out_dir: Path, prefix: str = "") -> dict[str, str]:
+                    out_dir: Path, population: str, prefix: str = "") -> dict[str, str]:
     """Save a population's confusion matrix, ROC, precision-recall and reliability plots.
+
+    Args:
+        labels, probabilities, verdicts: as for :func:`pneumonia.metrics.headline_figures`.
+        threshold: the operating threshold (named in the confusion matrix's title).
+        out_dir: the folder the PNGs go to.
+        population: its name, at the start of each title.
+        prefix: start of the file names.
 
     Returns:
         ``{figure: file name}``; files are named ``<prefix><figure>.png``.
     """
     labels, verdicts = np.asarray(labels).astype(int), np.asarray(verdicts).astype(int)
     figures = {
-        "confusion_matrix": (f"Verdicts (threshold {threshold:.2f})", lambda ax: draw_confusion(ax, labels, verdicts)),
+        "confusion_matrix": (f"verdicts (threshold {threshold:.2f})", lambda ax: draw_confusion(ax, labels, verdicts)),
         "roc": ("ROC curve", lambda ax: draw_roc(ax, labels, probabilities, verdicts)),
-        "precision_recall": ("Precision-recall curve", lambda ax: draw_precision_recall(ax, labels, probabilities)),
-        "reliability": ("Reliability diagram (10 bins)", lambda ax: draw_reliability(ax, labels, probabilities)),
+        "precision_recall": ("precision-recall curve", lambda ax: draw_precision_recall(ax, labels, probabilities)),
+        "reliability": ("reliability (10 bins)", lambda ax: draw_reliability(ax, labels, probabilities)),
     }
-    return {name: save_plot(out_dir / f"{prefix}{name}.png", title, draw) for name, (title, draw) in figures.items()}
+    return {name: save_plot(out_dir / f"{prefix}{name}.png", f"{population}: {title}", draw)
+            for name, (title, draw) in figures.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +392,8 @@ def evaluate_children(predictor: Predictor, data_dir: str | Path, out_dir: Path,
     threshold = predictor.metadata.threshold
     result = {"data": str(data_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples),
               "unreadable": unreadable}
-    result["figures"] = plot_population(labels, probabilities, verdicts, threshold, out_dir) if result["ci95"] else {}
+    result["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "Children")
+                         if result["ci95"] else {})
     result["classification_report"] = classification_report(labels, verdicts, labels=[0, 1],
                                                              target_names=list(CLASS_NAMES), digits=3, zero_division=0)
     if predictor.gate is not None and gate:
@@ -413,8 +422,8 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
                                                            patients), "unreadable": unreadable}
     adult["by_view"] = {"specificity": rates_by_group(labels, verdicts, views, patients, 0, n_resamples),
                         "sensitivity": rates_by_group(labels, verdicts, views, patients, 1, n_resamples)}
-    adult["figures"] = plot_population(labels, probabilities, verdicts, threshold, out_dir, "adult_") \
-        if adult["ci95"] else {}
+    adult["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "Adults", "adult_")
+                        if adult["ci95"] else {})
 
     boxed = [r for r in records if r.box is not None]
     peaks, films, grids, frames = [], [], set(), set()

@@ -35,3 +35,18 @@ def test_metadata_records_the_same_test_figures(predictor):
     for key in ROWS.values():
         assert test[key] == pytest.approx(report["metrics"][key], abs=1e-4)
     assert test["threshold"] == pytest.approx(predictor.metadata.threshold)
+
+
+@pytest.mark.parametrize("part", ["adult_test", "pointing_game"])
+def test_metadata_records_the_same_adult_figures(predictor, part):
+    report = json.loads((ROOT / "reports" / "metrics.json").read_text())
+    if part not in report:
+        pytest.skip(f"reports/metrics.json has no {part} yet: regenerate it with `python -m pneumonia evaluate "
+                    "--adult ../shared/data/adult_nih --record`")
+    recorded = predictor.metadata.metrics[part]
+    figures = report[part]["metrics"] if part == "adult_test" else report[part]
+    keys = ("roc_auc", "sensitivity", "specificity", "ece") if part == "adult_test" else ("hit_rate", "margin")
+    for key in keys:
+        assert recorded[key] == pytest.approx(figures[key], abs=1e-4), key
+    if part == "pointing_game":
+        assert recorded["best_fixed_point"]["hit_rate"] == pytest.approx(figures["best_fixed_point"]["hit_rate"])
