@@ -1,5 +1,9 @@
 """The "not a chest X-ray" gate: is this image like the films the network was trained on?
 
+Two checks need no fitting: a colour check, and a frontal-view check (:func:`measure_lung_fields`:
+a frontal film shows two lung fields side by side; a lateral one does not). The fitted check is a
+distance.
+
 An image is called UNKNOWN when it is in colour (a chest film has no chroma; the limit,
 ``MAX_COLOURFULNESS``, leaves room for a tinted phone photo of a film), or when its description is
 far, in Mahalanobis distance, from the training films. The description joins what the network itself sees (the pooled activations of its
@@ -15,8 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
+
+from pneumonia.data import iterate_batches
+from pneumonia.gradcam import build_network_functions
+from pneumonia.model import load_model, update_metadata
 
 OOD_FILENAME = "ood.npz"
 FEATURE_LAYER = "pool"
@@ -48,6 +57,106 @@ def describe_inputs(batch: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(features, np.float64), histogram, symmetry], axis=1)
 
 
+# The frontal-view check (measure_lung_fields). Rows and columns are fractions of the image
+# height and of the body's width; levels and dips are fractions of the column profile's range.
+# Rows crossing both lung fields on a frontal film: below the clavicles, above the diaphragm.
+LUNG_ROWS = (0.30, 0.60)
+# Columns whose profile is above this level are inside the body (air beside it is darker).
+BODY_LEVEL = 0.2
+# Where the ridge between the two fields (mediastinum and spine) is looked for: the middle of
+# the body (measured on the 1,202 frontal films here: 0.35-0.65, median 0.5).
+RIDGE_COLUMNS = (0.35, 0.65)
+# Where each lung field is looked for: this far from the ridge, on either side.
+FIELD_REACH = (0.05, 0.30)
+# Each field must be at least this much darker than the ridge (frontal films: 1st percentile
+# 0.13, median 0.42-0.68).
+MIN_FIELD_DIP = 0.05
+# The ridge must be within this of the brightest column within RIDGE_NEIGHBOURHOOD of it: on a
+# lateral film the densest structure near the middle is the spine, at the back of the chest.
+RIDGE_NEIGHBOURHOOD = 0.20
+MAX_RIDGE_SHORTFALL = 0.10
+
+
+class LungFields(NamedTuple):
+    """What :func:`measure_lung_fields` measured.
+
+    Attributes:
+        ridge: column of the central ridge, as a fraction of the body's width.
+        dips: ``(left, right)``: how much darker than the ridge the darkest column of each side's
+            lung field is (fractions of the profile's range; 0 when a side has no column).
+        shortfall: how much darker the ridge is than the brightest column near it (0 when it is
+            the brightest).
+    """
+
+    ridge: float
+    dips: tuple[float, float]
+    shortfall: float
+
+    @property
+    def is_frontal(self) -> bool:
+        """Two lung fields either side of a central ridge that dominates its neighbourhood."""
+        return min(self.dips) >= MIN_FIELD_DIP and self.shortfall <= MAX_RIDGE_SHORTFALL
+
+
+def measure_lung_fields(image: np.ndarray) -> LungFields:
+    """Measure whether a chest image shows two lung fields side by side, as a frontal film does.
+
+    A frontal (PA/AP) film crossed at mid-lung height reads, left to right: chest wall, lung
+    (dark), mediastinum and spine (a bright ridge in the middle), lung (dark), chest wall. A
+    lateral film reads: anterior chest wall and sternum, one dark lung region (the two lungs
+    overlap), then the spine, the densest structure, near the back. The check averages the rows
+    :data:`LUNG_ROWS` into a column profile (smoothed over 5 % of the width, scaled to its own
+    range), finds the body (columns above :data:`BODY_LEVEL`), takes the brightest column in the
+    middle of the body (:data:`RIDGE_COLUMNS`) as the ridge, and measures the darkest column
+    within :data:`FIELD_REACH` of it on each side, and how far the ridge falls short of the
+    brightest column near it.
+
+    Args:
+        image: ``float (H, W)`` in ``[0, 1]``, 0 = black (the intensity convention), e.g. the
+            model input ``(S, S)``.
+
+    Returns:
+        :class:`LungFields`; its ``is_frontal`` says whether the film passes.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    height, width = image.shape
+    top, bottom = (int(round(f * height)) for f in LUNG_ROWS)
+    profile = image[top:max(bottom, top + 1)].mean(axis=0)
+    window = max(3, width // 20) | 1  # odd; keeps the fields, drops ribs and noise
+    profile = np.convolve(np.pad(profile, window // 2, mode="edge"), np.ones(window) / window, mode="valid")
+    span = profile.max() - profile.min()
+    if span < 1e-3:  # a flat image: nothing side by side
+        return LungFields(0.5, (0.0, 0.0), 0.0)
+    profile = (profile - profile.min()) / span
+    body = np.flatnonzero(profile >= BODY_LEVEL)
+    u = (np.arange(width) - body[0]) / (body[-1] - body[0] + 1)  # position across the body
+    middle = np.flatnonzero((u >= RIDGE_COLUMNS[0]) & (u <= RIDGE_COLUMNS[1]))
+    if middle.size == 0:
+        return LungFields(0.5, (0.0, 0.0), 0.0)
+    ridge = int(middle[np.argmax(profile[middle])])
+    top_level = profile[ridge]
+    near, far = FIELD_REACH
+    dips = []
+    for side in (-1, 1):
+        offset = side * (u - u[ridge])
+        field = profile[(offset >= near) & (offset <= far)]
+        dips.append(float(top_level - field.min()) if field.size else 0.0)
+    around = profile[np.abs(u - u[ridge]) <= RIDGE_NEIGHBOURHOOD]
+    return LungFields(float(u[ridge]), (dips[0], dips[1]), float(around.max() - top_level))
+
+
+def looks_lateral(image: np.ndarray) -> bool:
+    """Whether a chest image lacks the two lung fields side by side of a frontal film.
+
+    Args:
+        image: ``float (H, W)`` in ``[0, 1]`` (see :func:`measure_lung_fields`).
+
+    Returns:
+        True when it does not look frontal (a lateral view, or no two fields at all).
+    """
+    return not measure_lung_fields(image).is_frontal
+
+
 @dataclasses.dataclass(frozen=True)
 class OodGate:
     """Mahalanobis gate: ``mean (D,)``, ``precision (D, D)``, a squared-distance ``threshold``
@@ -60,7 +169,19 @@ class OodGate:
 
     def accepts(self, distance: float, colourfulness: float) -> bool:
         """True when an upload at this distance and colourfulness looks like a chest film."""
-        return distance <= self.threshold and colourfulness <= self.max_colourfulness
+        return self.find_refusal(distance, colourfulness) is None
+
+    def find_refusal(self, distance: float, colourfulness: float) -> Optional[str]:
+        """Why the gate refuses an upload: ``"colour"``, ``"unlike_training"`` or ``None``.
+
+        The keys index :data:`pneumonia.notes.UNKNOWN_REASONS`; colour is checked first (it
+        says more to the person who uploaded the image).
+        """
+        if colourfulness > self.max_colourfulness:
+            return "colour"
+        if distance > self.threshold:
+            return "unlike_training"
+        return None
 
     def distances(self, descriptions: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distances ``(N,)`` of descriptions ``(N, D)``."""
@@ -114,11 +235,19 @@ def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quant
     return gate, summary
 
 
-def describe_images(predictor, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size."""
-    from pneumonia.data import iterate_batches
+def describe_images(forward, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size.
 
-    return np.concatenate([predictor.describe_batch(batch)[1] for batch in iterate_batches(images_uint8, batch_size)])
+    Args:
+        forward: the network's forward pass (:attr:`pneumonia.gradcam.NetworkFunctions.forward`).
+        images_uint8: the films.
+        batch_size: films per forward pass.
+    """
+    parts = []
+    for batch in iterate_batches(images_uint8, batch_size):
+        _, features = forward(batch)
+        parts.append(describe_inputs(batch, np.asarray(features)))
+    return np.concatenate(parts)
 
 
 def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_images: np.ndarray,
@@ -134,13 +263,9 @@ def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_imag
     Returns:
         The gate summary stored under ``metadata.ood``.
     """
-    from pneumonia.inference import Predictor
-    from pneumonia.model import load_model, update_metadata
-
     model, metadata = load_model(model_dir)
-    predictor = Predictor(model, metadata)
-    gate, summary = fit_gate(describe_images(predictor, train_images), describe_images(predictor, val_images),
-                             quantile)
+    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
+    gate, summary = fit_gate(describe_images(forward, train_images), describe_images(forward, val_images), quantile)
     gate.save(model_dir)
     update_metadata(model_dir, ood=summary)
     return summary
