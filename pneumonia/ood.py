@@ -58,58 +58,57 @@ def describe_inputs(batch: np.ndarray, features: np.ndarray) -> np.ndarray:
 
 
 # The frontal-view check (measure_lung_fields). Rows and columns are fractions of the image
-# height and of the body's width; levels and dips are fractions of the column profile's range.
-# Rows crossing both lung fields on a frontal film: below the clavicles, above the diaphragm.
-LUNG_ROWS = (0.30, 0.60)
-# Columns whose profile is above this level are inside the body (air beside it is darker).
+# height and of the body's width; levels and dips are fractions of each row band's own range.
+# Four bands of rows from the apices to the bases of the lungs on a frontal film.
+LUNG_BANDS = ((0.25, 0.40), (0.35, 0.50), (0.45, 0.60), (0.55, 0.70))
+# Columns whose mean profile is above this level are inside the body (air beside it is darker).
 BODY_LEVEL = 0.2
 # Where the ridge between the two fields (mediastinum and spine) is looked for: the middle of
-# the body (measured on the 1,202 frontal films here: 0.35-0.65, median 0.5).
+# the body (on the 1,202 frontal films here it lies at 0.38-0.63, median 0.5).
 RIDGE_COLUMNS = (0.35, 0.65)
 # Where each lung field is looked for: this far from the ridge, on either side.
 FIELD_REACH = (0.05, 0.30)
-# Each field must be at least this much darker than the ridge (frontal films: 1st percentile
-# 0.13, median 0.42-0.68).
+# In a band, the ridge has a lung field either side when the darkest column on each side is at
+# least this much darker than the ridge (frontal films: median 0.4-0.7 of the band's range).
 MIN_FIELD_DIP = 0.05
-# The ridge must be within this of the brightest column within RIDGE_NEIGHBOURHOOD of it: on a
-# lateral film the densest structure near the middle is the spine, at the back of the chest.
-RIDGE_NEIGHBOURHOOD = 0.20
-MAX_RIDGE_SHORTFALL = 0.10
+# A frontal film has fields either side of the ridge in at least this many of the four bands:
+# the mediastinum and spine run the whole height of the lungs, while a lateral film's only
+# central density (the hila) is local, and a lateral's long bright band (the spine) is at the back.
+MIN_FRONTAL_BANDS = 3
 
 
 class LungFields(NamedTuple):
     """What :func:`measure_lung_fields` measured.
 
     Attributes:
-        ridge: column of the central ridge, as a fraction of the body's width.
-        dips: ``(left, right)``: how much darker than the ridge the darkest column of each side's
-            lung field is (fractions of the profile's range; 0 when a side has no column).
-        shortfall: how much darker the ridge is than the brightest column near it (0 when it is
-            the brightest).
+        ridge: column of the central ridge, as a fraction of the body's width (0 = its left edge).
+        dips: for each band of :data:`LUNG_BANDS`, how much darker than the ridge the darker
+            side's lung field is (the smaller of the two sides' dips; negative when a side is
+            brighter than the ridge), in units of the band's range.
     """
 
     ridge: float
-    dips: tuple[float, float]
-    shortfall: float
+    dips: tuple[float, ...]
 
     @property
     def is_frontal(self) -> bool:
-        """Two lung fields either side of a central ridge that dominates its neighbourhood."""
-        return min(self.dips) >= MIN_FIELD_DIP and self.shortfall <= MAX_RIDGE_SHORTFALL
+        """Lung fields either side of the ridge in at least :data:`MIN_FRONTAL_BANDS` bands."""
+        return sum(dip >= MIN_FIELD_DIP for dip in self.dips) >= MIN_FRONTAL_BANDS
 
 
 def measure_lung_fields(image: np.ndarray) -> LungFields:
     """Measure whether a chest image shows two lung fields side by side, as a frontal film does.
 
-    A frontal (PA/AP) film crossed at mid-lung height reads, left to right: chest wall, lung
-    (dark), mediastinum and spine (a bright ridge in the middle), lung (dark), chest wall. A
-    lateral film reads: anterior chest wall and sternum, one dark lung region (the two lungs
-    overlap), then the spine, the densest structure, near the back. The check averages the rows
-    :data:`LUNG_ROWS` into a column profile (smoothed over 5 % of the width, scaled to its own
-    range), finds the body (columns above :data:`BODY_LEVEL`), takes the brightest column in the
-    middle of the body (:data:`RIDGE_COLUMNS`) as the ridge, and measures the darkest column
-    within :data:`FIELD_REACH` of it on each side, and how far the ridge falls short of the
-    brightest column near it.
+    A frontal (PA/AP) film crossed anywhere from the lung apices to the bases reads, left to
+    right: chest wall, lung (dark), mediastinum and spine (a bright ridge in the middle, the whole
+    height of the lungs), lung (dark), chest wall. A lateral film reads: anterior chest wall and
+    sternum, one dark lung region (the two lungs overlap; the hila are a local density in it),
+    then the spine, a bright band at the back. The check averages each band of rows in
+    :data:`LUNG_BANDS` into a column profile (smoothed over 5 % of the width, scaled to its own
+    range), finds the body (columns whose mean profile is above :data:`BODY_LEVEL`), takes as the
+    ridge the column in the middle of the body (:data:`RIDGE_COLUMNS`) that is brightest at every
+    height (the largest minimum over the bands), and in each band measures how much darker than
+    the ridge the darkest column within :data:`FIELD_REACH` of it is, on each side.
 
     Args:
         image: ``float (H, W)`` in ``[0, 1]``, 0 = black (the intensity convention), e.g. the
@@ -120,29 +119,27 @@ def measure_lung_fields(image: np.ndarray) -> LungFields:
     """
     image = np.asarray(image, dtype=np.float64)
     height, width = image.shape
-    top, bottom = (int(round(f * height)) for f in LUNG_ROWS)
-    profile = image[top:max(bottom, top + 1)].mean(axis=0)
     window = max(3, width // 20) | 1  # odd; keeps the fields, drops ribs and noise
-    profile = np.convolve(np.pad(profile, window // 2, mode="edge"), np.ones(window) / window, mode="valid")
-    span = profile.max() - profile.min()
-    if span < 1e-3:  # a flat image: nothing side by side
-        return LungFields(0.5, (0.0, 0.0), 0.0)
-    profile = (profile - profile.min()) / span
-    body = np.flatnonzero(profile >= BODY_LEVEL)
+    profiles = []
+    for top, bottom in LUNG_BANDS:
+        rows = image[int(round(top * height)):max(int(round(bottom * height)), int(round(top * height)) + 1)]
+        profile = np.convolve(np.pad(rows.mean(axis=0), window // 2, mode="edge"), np.ones(window) / window,
+                              mode="valid")
+        profiles.append((profile - profile.min()) / max(profile.max() - profile.min(), 1e-6))
+    profiles = np.array(profiles)
+    body = np.flatnonzero(profiles.mean(axis=0) >= BODY_LEVEL)
+    if body.size == 0:  # a flat image: nothing side by side
+        return LungFields(0.5, (0.0,) * len(LUNG_BANDS))
     u = (np.arange(width) - body[0]) / (body[-1] - body[0] + 1)  # position across the body
     middle = np.flatnonzero((u >= RIDGE_COLUMNS[0]) & (u <= RIDGE_COLUMNS[1]))
     if middle.size == 0:
-        return LungFields(0.5, (0.0, 0.0), 0.0)
-    ridge = int(middle[np.argmax(profile[middle])])
-    top_level = profile[ridge]
+        return LungFields(0.5, (0.0,) * len(LUNG_BANDS))
+    ridge = int(middle[np.argmax(profiles[:, middle].min(axis=0))])
     near, far = FIELD_REACH
-    dips = []
-    for side in (-1, 1):
-        offset = side * (u - u[ridge])
-        field = profile[(offset >= near) & (offset <= far)]
-        dips.append(float(top_level - field.min()) if field.size else 0.0)
-    around = profile[np.abs(u - u[ridge]) <= RIDGE_NEIGHBOURHOOD]
-    return LungFields(float(u[ridge]), (dips[0], dips[1]), float(around.max() - top_level))
+    sides = [(offset >= near) & (offset <= far) for offset in (u[ridge] - u, u - u[ridge])]
+    dips = tuple(float(min(profile[ridge] - profile[side].min() if side.any() else 0.0 for side in sides))
+                 for profile in profiles)
+    return LungFields(float(u[ridge]), dips)
 
 
 def looks_lateral(image: np.ndarray) -> bool:
