@@ -3,12 +3,16 @@
     from pneumonia import Predictor
     predictor = Predictor.load()
     result = predictor.predict("film.jpeg", explain=True)
-    result.label           # "NORMAL" or "PNEUMONIA"
+    result.label           # "NORMAL", "PNEUMONIA", or "UNKNOWN" (then result.reason says why)
     result.probabilities   # {"NORMAL": 0.08, "PNEUMONIA": 0.92}, calibrated
-    result.overlay         # PIL image: Grad-CAM over the film
+    result.overlay         # PIL image: Grad-CAM of the label's class over the film
+    result.to_dict()       # the verdict every interface serialises (app API, batch CSV)
 
 Everything the model needs to know (input size, classes, temperature, threshold, Grad-CAM
-layer) comes from ``model/metadata.json``.
+layer) comes from ``model/metadata.json``. The path from a file to a verdict: decode
+(:func:`pneumonia.preprocessing.read_film`), resize, run the network once
+(:meth:`Predictor.run_network`, which checks the input convention), calibrate and threshold, then
+the UNKNOWN checks (:func:`find_unknown_cause`).
 """
 
 from __future__ import annotations
