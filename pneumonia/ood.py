@@ -5,11 +5,12 @@ a frontal film shows two lung fields side by side; a lateral one does not). The 
 distance.
 
 An image is called UNKNOWN when it is in colour (a chest film has no chroma; the limit,
-``MAX_COLOURFULNESS``, leaves room for a tinted phone photo of a film), or when its description is
-far, in Mahalanobis distance, from the training films. The description joins what the network itself sees (the pooled activations of its
-last convolutional stage) with simple intensity statistics of the model input (a 16-bin histogram of
-the film stretched to its own min..max, so bit depth and exposure do not move it, and the
-left-right symmetry of the film). The mean and a shrunk covariance (Ledoit-Wolf) are
+``MAX_COLOURFULNESS``, leaves room for a tinted phone photo of a film), when its description is
+far, in Mahalanobis distance, from the training films, or when it lacks two lung fields side by
+side (:func:`looks_lateral`). The description joins what the network itself sees (the pooled
+activations of its last convolutional stage) with simple intensity statistics of the model input
+(a 16-bin histogram of the film stretched to its own min..max, so bit depth and exposure do not
+move it, and the left-right symmetry of the film). The mean and a shrunk covariance (Ledoit-Wolf) are
 fitted on the training films only; the distance threshold is the ``quantile`` of the validation
 films' distances. No non-X-ray image is used to build the gate, so every negative image it is
 measured on is unseen.
