@@ -16,9 +16,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from pneumonia import evaluate, robustness, train
+from pneumonia.distribute import choose_strategy, describe_strategy, is_chief, needs_distribution
 from pneumonia.errors import PneumoniaError
+from pneumonia.inference import VERDICT_FIELDS, Predictor
+from pneumonia.model import resolve_model_dir
 
-CSV_COLUMNS = ("path", "label", "pneumonia_probability", "normal_probability", "chest_xray_distance", "error")
+# One row per file: the verdict of Prediction.to_dict() between the path and two batch fields
+# (the probabilities are empty for UNKNOWN rows and every verdict field for unreadable files).
+CSV_COLUMNS = ("path", *VERDICT_FIELDS, "chest_xray_distance", "error")
 
 
 def collect_files(inputs: Sequence[str]) -> list[Path]:
@@ -39,12 +45,10 @@ def collect_files(inputs: Sequence[str]) -> list[Path]:
 def run_predict(args: argparse.Namespace) -> int:
     """Classify files and folders, writing one CSV row per file (to ``--csv`` or stdout).
 
-    Batches run under the ``tf.distribute`` strategy the environment calls for (see
+    Returns 0 when at least one file was classified, 1 when none could be read, 2 when no file
+    was found. Batches run under the ``tf.distribute`` strategy the environment calls for (see
     :mod:`pneumonia.distribute`); under a multi-worker strategy only the chief writes.
     """
-    from pneumonia.distribute import choose_strategy, describe_strategy, is_chief, needs_distribution
-    from pneumonia.inference import Predictor
-
     files = collect_files(args.paths)
     if not files:
         print("No files found.", file=sys.stderr)
@@ -65,9 +69,9 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for row in predictor.predict_files(files, batch_size=args.batch_size):
-            writer.writerow(row)
-            failures += bool(row["error"])
+        for result in predictor.predict_paths(files, batch_size=args.batch_size):
+            writer.writerow(result.to_row())
+            failures += result.prediction is None
             if progress is not None:
                 progress.update(1)
     finally:
@@ -77,13 +81,15 @@ def run_predict(args: argparse.Namespace) -> int:
             out.close()
     if args.csv and args.csv != os.devnull:
         print(f"{len(files) - failures} classified, {failures} unreadable -> {args.csv}", file=sys.stderr)
+    if failures == len(files):
+        print(f"error: none of the {len(files)} files could be read as a film (see the error column).",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m pneumonia`` argument parser with its sub-commands."""
-    from pneumonia import evaluate, robustness, train
-
     parser = argparse.ArgumentParser(prog="python -m pneumonia", description="Chest X-ray pneumonia screening CNN.")
     commands = parser.add_subparsers(dest="command", required=True)
     train.add_arguments(commands.add_parser("train", help="train the CNN from scratch"))
@@ -107,16 +113,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from pneumonia.train import run
+            run = train.run
         elif args.command == "evaluate":
-            from pneumonia.evaluate import run
+            run = evaluate.run
         elif args.command == "robustness":
-            from pneumonia.robustness import run
+            run = robustness.run
         elif args.command == "fit-gate":
-            from pneumonia.model import resolve_model_dir
-            from pneumonia.train import refit_gate
-
-            refit_gate(args.data, resolve_model_dir(args.model))
+            train.refit_gate(args.data, resolve_model_dir(args.model))
             return 0
         else:
             run = run_predict

@@ -16,16 +16,25 @@ The pixel values go through the DICOM display pipeline in its standard order:
 Only a monotone linear rescaling of what a DICOM viewer would show is therefore applied; the
 network standardises each image itself, so that is all that matters to its answer.
 
-Privacy: only the technical elements needed to decode the pixels are parsed (``specific_tags``);
-patient, study and device elements are never read into memory, and no element value is ever put
-into an error message, a warning or a log record. Messages quote only whitelisted enumerated
-values (photometric interpretation, transfer syntax names from pydicom's dictionary) and counts.
+What the film is: :func:`decode_dicom` also reads four descriptive elements, Modality,
+Body Part Examined, View Position and Patient's Age, into a :class:`DicomHeader`, from which
+:func:`find_header_refusal` says whether the film is one the model may read (a chest radiograph in
+a frontal view). The age is kept only as a band (:func:`age_group`): the exact age never leaves
+this module.
+
+Privacy: only the technical elements needed to decode the pixels and those four are parsed
+(``specific_tags``); patient, study and device elements are never read into memory, and no element
+value is ever put into an error message, a warning or a log record. Messages quote only
+whitelisted enumerated values (photometric interpretation, transfer syntax names from pydicom's
+dictionary) and counts.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -34,8 +43,27 @@ from pneumonia.errors import InvalidImageError
 DICOM_MAGIC = b"DICM"
 MAGIC_OFFSET = 128
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-# Refuse to decode more pixels than this (a compressed DICOM can declare a huge canvas).
-DEFAULT_MAX_PIXELS = 50_000_000
+# The largest image any decoder opens (the one definition of this cap, shared with
+# pneumonia.preprocessing): a real film is at most ~4300 x 4300 px (18 MP); anything above this
+# is refused before it is decoded, which also defuses decompression bombs (a tiny file that
+# declares a huge canvas).
+MAX_PIXELS = 50_000_000
+
+# What a DICOM header may say for the model to read the film (upper-cased, spaces trimmed).
+# Modality: plain radiographs (computed, digital, radiographic); OT (other) and SC (secondary
+# capture, e.g. a digitised film) say nothing either way, so the image checks decide.
+RADIOGRAPH_MODALITIES = ("", "CR", "DX", "DR", "RG", "OT", "SC")
+# Body Part Examined: blank (not recorded) or a chest term.
+CHEST_BODY_PARTS = ("", "CHEST", "THORAX", "LUNG", "LUNGS", "TORAX", "TORSO_CHEST")
+# View Position values of a lateral or oblique film (DICOM defined terms and common vendor ones).
+SIDE_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT", "LATERAL LEFT", "LATERAL RIGHT",
+              "RLO", "LLO", "RAO", "LAO", "RPO", "LPO", "OBL", "OBLIQUE")
+# Age bands (lower bound in years, label); the first band the age reaches from the top wins.
+# 1-5 years is the training films' age range; the other bands are coarse on purpose.
+AGE_GROUPS = ((65.0, "65 years and over"), (18.0, "18-64 years"), (6.0, "6-17 years"),
+              (1.0, "1-5 years"), (0.0, "under 1 year"))
+_AGE_STRING = re.compile(r"(\d{1,3})([DWMY])")
+_DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
 
 # The only elements read from the file: what decoding and the display pipeline need.
 _TECHNICAL_TAGS = [
@@ -62,6 +90,13 @@ _TECHNICAL_TAGS = [
     0x7FE00008,  # Float Pixel Data
     0x7FE00009,  # Double Float Pixel Data
     0x7FE00010,  # Pixel Data
+]
+# What the film is: read into a DicomHeader (the age only as a band), never into a message.
+_DESCRIPTIVE_TAGS = [
+    0x00080060,  # Modality
+    0x00101010,  # Patient's Age (kept only as an age group)
+    0x00180015,  # Body Part Examined
+    0x00185101,  # View Position
 ]
 _PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
@@ -104,8 +139,37 @@ def looks_like_bare_dicom(data: bytes) -> bool:
     return len(data) >= 8 and data[:2] in (b"\x02\x00", b"\x08\x00")
 
 
-def read_dicom(data: bytes, name: str = "the upload", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a single-frame grayscale DICOM image into grayscale floats.
+class DicomHeader(NamedTuple):
+    """What a DICOM header says the film is (values upper-cased and trimmed; ``""`` when absent).
+
+    Attributes:
+        modality: e.g. ``"DX"``, ``"CR"``, ``"CT"``.
+        body_part: Body Part Examined, e.g. ``"CHEST"``, ``"KNEE"``.
+        view_position: e.g. ``"PA"``, ``"AP"``, ``"LL"``.
+        age_group: the patient's age band (see :data:`AGE_GROUPS`), ``None`` when the file gives
+            no readable age. The exact age is never kept.
+    """
+
+    modality: str = ""
+    body_part: str = ""
+    view_position: str = ""
+    age_group: Optional[str] = None
+
+
+class DicomImage(NamedTuple):
+    """A decoded DICOM film: ``gray`` ``float32 (Rows, Columns)`` in ``[0, 1]`` and its header facts."""
+
+    gray: np.ndarray
+    header: DicomHeader
+
+
+def read_dicom(data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode a single-frame grayscale DICOM image into grayscale floats: ``decode_dicom(...).gray``."""
+    return decode_dicom(data, name, max_pixels).gray
+
+
+def decode_dicom(data: bytes, name: str = "the upload", max_pixels: int = MAX_PIXELS) -> DicomImage:
+    """Decode a single-frame grayscale DICOM image into grayscale floats and its header facts.
 
     Args:
         data: the file's bytes (DICOM Part 10 with or without the 128-byte preamble).
@@ -113,8 +177,9 @@ def read_dicom(data: bytes, name: str = "the upload", max_pixels: int = DEFAULT_
         max_pixels: refuse images with more pixels than this before decoding them.
 
     Returns:
-        ``float32`` array of shape ``(Rows, Columns)`` with values in ``[0, 1]``; 0 = black (air),
-        1 = white (bone) whatever the photometric interpretation.
+        A :class:`DicomImage`: ``float32`` pixels of shape ``(Rows, Columns)`` in ``[0, 1]``
+        (0 = black (air), 1 = white (bone) whatever the photometric interpretation), and the
+        :class:`DicomHeader` (modality, body part, view, age group).
 
     Raises:
         InvalidImageError: not DICOM, no pixel data, several frames, colour, oversized, damaged
@@ -129,7 +194,69 @@ def read_dicom(data: bytes, name: str = "the upload", max_pixels: int = DEFAULT_
         ds, has_header = _parse(data, name)
         _check_image_elements(ds, name, max_pixels, has_header)
         pixels = _decode_pixels(ds, name)
-        return _to_display_gray(pixels, ds, name)
+        return DicomImage(_to_display_gray(pixels, ds, name), _read_header(ds))
+
+
+def age_group(age_string: str) -> Optional[str]:
+    """The age band of a DICOM Age String (``nnnD``, ``nnnW``, ``nnnM`` or ``nnnY``).
+
+    Args:
+        age_string: the element's value, e.g. ``"045Y"``, ``"006M"``, ``"010D"``, ``"002W"``.
+
+    Returns:
+        The label of the first :data:`AGE_GROUPS` band whose lower bound the age reaches (e.g.
+        ``"18-64 years"``), or ``None`` when the value is blank or malformed.
+    """
+    match = _AGE_STRING.fullmatch(str(age_string).strip().upper())
+    if match is None:
+        return None
+    years = int(match.group(1)) * _DAYS_PER_UNIT[match.group(2)] / 365.25
+    return next(label for lower, label in AGE_GROUPS if years >= lower)
+
+
+def find_header_refusal(header: DicomHeader) -> Optional[str]:
+    """Why the header says the model must not read this film, or ``None`` when it may.
+
+    Args:
+        header: from :func:`decode_dicom`.
+
+    Returns:
+        ``"modality"`` (not a plain radiograph, e.g. CT, MR, US), ``"body_part"`` (not the
+        chest, e.g. KNEE, HAND) or ``"side_view"`` (a lateral or oblique view), checked in that
+        order; ``None`` when each is a chest radiograph value or blank. The keys index
+        :data:`pneumonia.notes.UNKNOWN_REASONS`.
+    """
+    if header.modality not in RADIOGRAPH_MODALITIES:
+        return "modality"
+    if header.body_part not in CHEST_BODY_PARTS:
+        return "body_part"
+    if header.view_position in SIDE_VIEWS or "LATERAL" in header.view_position:
+        return "side_view"
+    return None
+
+
+def _read_header(ds) -> DicomHeader:
+    """The descriptive elements of a parsed data set; unreadable values count as absent."""
+    return DicomHeader(_element_text(ds, "Modality"), _element_text(ds, "BodyPartExamined"),
+                       _element_text(ds, "ViewPosition"), age_group(_element_text(ds, "PatientAge")))
+
+
+def _element_text(ds, keyword: str) -> str:
+    """A text element upper-cased and trimmed; ``""`` when absent or unreadable."""
+    try:
+        value = ds.get(keyword, "")
+        return "" if value is None else " ".join(str(value).upper().split())
+    except Exception:  # a damaged value is treated as a missing one
+        return ""
+
+
+def refuse_oversized(width: int, height: int, name: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`InvalidImageError` when an image declares more than ``max_pixels`` pixels."""
+    if width * height > max_pixels:
+        raise InvalidImageError(
+            f"{name} declares {width}x{height} pixels, more than any X-ray "
+            f"({max_pixels // 1_000_000} megapixels at most)."
+        )
 
 
 def _parse(data: bytes, name: str):
@@ -146,7 +273,7 @@ def _parse(data: bytes, name: str):
     from pydicom import uid
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True, specific_tags=list(_TECHNICAL_TAGS))
+        ds = pydicom.dcmread(io.BytesIO(data), force=True, specific_tags=_TECHNICAL_TAGS + _DESCRIPTIVE_TAGS)
     except Exception:  # hostile input can make the parser fail in many ways; all mean "unreadable"
         raise InvalidImageError(f"{name} is not a readable DICOM file (it is damaged or truncated).") from None
 
@@ -221,11 +348,7 @@ def _check_image_elements(ds, name: str, max_pixels: int, has_header: bool) -> N
         raise InvalidImageError(
             f"{name} is a DICOM file whose image size is missing or zero; it cannot be decoded."
         )
-    if rows * columns > max_pixels:
-        raise InvalidImageError(
-            f"{name} declares {columns}x{rows} pixels, more than any X-ray "
-            f"({max_pixels // 1_000_000} megapixels at most)."
-        )
+    refuse_oversized(columns, rows, name, max_pixels)
 
 
 def _decode_pixels(ds, name: str) -> np.ndarray:

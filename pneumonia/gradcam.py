@@ -9,47 +9,64 @@ them to zero.
 from __future__ import annotations
 
 import functools
+from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
 
 
-def build_gradcam_model(model, last_conv_layer: str):
-    """A model returning ``(conv_activations, logits)`` for the same input, built once and reused.
+class NetworkFunctions(NamedTuple):
+    """The network's two traced passes (``tf.function``\ s over ``float32 (N, S, S, 1)`` batches).
+
+    Attributes:
+        forward: ``batch -> (logits (N,), features (N, C))``: the PNEUMONIA logit and the pooled
+            features the "not a chest X-ray" gate reads (:mod:`pneumonia.ood`).
+        explain: ``batch -> (logits (N,), features (N, C), maps (2, N, h, w))``: the same, plus
+            the Grad-CAM maps of both classes (index 0 the first class name, NORMAL; 1 the class
+            the logit scores, PNEUMONIA), in one forward and one backward pass.
+    """
+
+    forward: Callable
+    explain: Callable
+
+
+def build_network_functions(model, last_conv_layer: str, feature_layer: str, input_size: int) -> NetworkFunctions:
+    """Trace the network's forward pass and its forward + Grad-CAM pass, once per model.
+
+    Grad-CAM needs a class; the class a user is shown depends on the calibrated threshold, which
+    is in general not at logit 0. Both maps come out of the one backward pass (the NORMAL score is
+    the negated logit), so the caller picks the map of the label it decided, after the pass.
 
     Args:
-        model: the pneumonia network.
-        last_conv_layer: name of the convolutional layer to explain (from metadata).
+        model: the pneumonia network (one logit output).
+        last_conv_layer: name of the layer Grad-CAM explains (``metadata.last_conv_layer``).
+        feature_layer: name of the pooled layer the gate reads (:data:`pneumonia.ood.FEATURE_LAYER`).
+        input_size: side ``S`` of the model input (``metadata.input_size``).
 
     Returns:
-        A ``keras.Model`` with two outputs: ``(N, h, w, C)`` activations and ``(N, 1)`` logits.
+        :class:`NetworkFunctions`.
     """
     import keras
-
-    return keras.Model(model.inputs, [model.get_layer(last_conv_layer).output, model.output])
-
-
-def compute_gradcam(gradcam_model, batch, class_index):
-    """Logits and Grad-CAM heatmaps in one forward and backward pass (a TensorFlow function body).
-
-    Args:
-        gradcam_model: from :func:`build_gradcam_model`.
-        batch: ``float32`` tensor ``(N, S, S, 1)`` in ``[0, 1]``.
-        class_index: ``int32`` tensor ``(N,)``: 1 explains PNEUMONIA, 0 explains NORMAL.
-
-    Returns:
-        ``(logits (N,), heatmaps (N, h, w))``; heatmaps are in ``[0, 1]``, all zero when no
-        location supports the class.
-    """
     import tensorflow as tf
 
-    with tf.GradientTape() as tape:
-        conv, logits = gradcam_model(batch, training=False)
-        logits = logits[:, 0]
-        score = tf.reduce_sum(logits)
-    maps = class_activation_maps(conv, tape.gradient(score, conv))
-    cam = tf.where(tf.reshape(class_index, (-1, 1, 1)) == 1, maps[1], maps[0])
-    return logits, cam
+    spec = tf.TensorSpec((None, input_size, input_size, 1), tf.float32)
+    features = model.get_layer(feature_layer).output
+    explained = keras.Model(model.inputs, [model.output, features, model.get_layer(last_conv_layer).output])
+
+    # Calling the model directly in a traced graph avoids model.predict's per-call overhead.
+    @tf.function(input_signature=[spec])
+    def forward(batch):
+        logits, pooled, _ = explained(batch, training=False)
+        return logits[:, 0], pooled
+
+    @tf.function(input_signature=[spec])
+    def explain(batch):
+        with tf.GradientTape() as tape:
+            logits, pooled, conv = explained(batch, training=False)
+            score = tf.reduce_sum(logits)  # each film's logit depends on its own activations only
+        return logits[:, 0], pooled, class_activation_maps(conv, tape.gradient(score, conv))
+
+    return NetworkFunctions(forward, explain)
 
 
 def class_activation_maps(conv, logit_grads):
@@ -75,30 +92,6 @@ def class_activation_maps(conv, logit_grads):
         cam = tf.nn.relu(sign * evidence)
         maps.append(tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True)))
     return tf.stack(maps)
-
-
-def make_gradcam_heatmap(model, batch: np.ndarray, last_conv_layer: str, class_index: int | None = None) -> np.ndarray:
-    """Grad-CAM heatmap for one image.
-
-    Args:
-        model: the pneumonia network (logit output).
-        batch: ``float32`` array ``(1, S, S, 1)`` in ``[0, 1]``.
-        last_conv_layer: layer to explain.
-        class_index: 1 for PNEUMONIA, 0 for NORMAL; ``None`` explains the class the logit
-            favours (logit >= 0 means PNEUMONIA at temperature-independent even odds).
-
-    Returns:
-        ``float32`` array ``(h, w)`` in ``[0, 1]`` at the conv layer's resolution.
-    """
-    import tensorflow as tf
-
-    gradcam_model = build_gradcam_model(model, last_conv_layer)
-    x = tf.constant(batch, dtype=tf.float32)
-    if class_index is None:
-        logit = float(model(x, training=False)[0, 0])
-        class_index = int(logit >= 0)
-    _, cam = compute_gradcam(gradcam_model, x, tf.constant([class_index], dtype=tf.int32))
-    return cam.numpy()[0].astype(np.float32)
 
 
 def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -3,34 +3,55 @@
     from pneumonia import Predictor
     predictor = Predictor.load()
     result = predictor.predict("film.jpeg", explain=True)
-    result.label           # "NORMAL" or "PNEUMONIA"
+    result.label           # "NORMAL", "PNEUMONIA", or "UNKNOWN" (then result.reason says why)
     result.probabilities   # {"NORMAL": 0.08, "PNEUMONIA": 0.92}, calibrated
-    result.overlay         # PIL image: Grad-CAM over the film
+    result.overlay         # PIL image: Grad-CAM of the label's class over the film
+    result.to_dict()       # the verdict every interface serialises (app API, batch CSV)
 
 Everything the model needs to know (input size, classes, temperature, threshold, Grad-CAM
-layer) comes from ``model/metadata.json``.
+layer) comes from ``model/metadata.json``. The path from a file to a verdict: decode
+(:func:`pneumonia.preprocessing.read_film`), resize, run the network once
+(:meth:`Predictor.run_network`, which checks the input convention), calibrate and threshold, then
+the UNKNOWN checks (:func:`find_unknown_cause`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 from PIL import Image
 
 from pneumonia.calibration import apply_temperature
+from pneumonia.dicom import DicomHeader, find_header_refusal
+from pneumonia.distribute import run_sharded
 from pneumonia.errors import ModelLoadError, PneumoniaError
-from pneumonia.gradcam import overlay_heatmap
-from pneumonia.model import ModelMetadata, load_model
-from pneumonia.preprocessing import Film, ImageSource, read_film, read_image, resize_image, shrink_to_fit, to_batch
+from pneumonia.gradcam import build_network_functions, overlay_heatmap
+from pneumonia.model import ModelMetadata, load_model, resolve_model_dir
+from pneumonia.notes import UNKNOWN_REASONS
+from pneumonia.ood import FEATURE_LAYER, OodGate, describe_inputs, looks_lateral
+from pneumonia.preprocessing import (
+    Film,
+    ImageSource,
+    check_model_input,
+    read_film,
+    read_image,
+    resize_image,
+    shrink_to_fit,
+    to_batch,
+)
 
 UNKNOWN = "UNKNOWN"
 # Longest side of the overlay predict(explain=True) returns by default: sharp on a screen, while a
 # 3000 x 2500 film would otherwise give a 22 MB RGB image that adds nothing to a 5 x 5 heatmap.
 OVERLAY_MAX_SIDE = 1024
+# The fields of Prediction.to_dict(), in order: the verdict every interface serialises.
+VERDICT_FIELDS = ("label", "pneumonia_probability", "normal_probability", "threshold", "is_chest_xray",
+                  "reason", "age_group")
 
 
 @dataclasses.dataclass
@@ -38,22 +59,28 @@ class Prediction:
     """The answer for one film.
 
     Attributes:
-        label: ``"NORMAL"``, ``"PNEUMONIA"``, or ``"UNKNOWN"`` when the image does not look like a
-            frontal chest X-ray (then no diagnosis is made and no heatmap is computed).
-        probabilities: calibrated ``{"NORMAL": p0, "PNEUMONIA": p1}``, ``p0 + p1 == 1``; the
-            format ``gr.Label`` takes.
+        label: ``"NORMAL"``, ``"PNEUMONIA"`` (the model's class names, from its metadata), or
+            ``"UNKNOWN"`` when the upload is not a frontal chest X-ray the model may read (then no
+            diagnosis is made and no heatmap is computed).
+        probabilities: calibrated ``{"NORMAL": p0, "PNEUMONIA": p1}``, ``p0 + p1 == 1``, the
+            class the logit scores second; the format ``gr.Label`` takes. Not a diagnosis when
+            the label is UNKNOWN (:meth:`to_dict` leaves them out then).
         threshold: the operating threshold on P(PNEUMONIA) the label was decided with.
         logit: the network's raw output (before temperature scaling).
         image: the decoded film, ``float32 (H, W)`` in ``[0, 1]`` (for re-rendering overlays).
-        heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` when ``explain=True``, else ``None``.
+        heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` of the label's class when
+            ``explain=True``, else ``None``.
         overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``, at most
             ``max_overlay_side`` pixels on its longer side.
         chest_xray_distance: squared Mahalanobis distance from the training films (see
             :mod:`pneumonia.ood`), ``None`` when the model ships no gate.
         colourfulness: mean chroma of the upload in ``[0, 1]`` (0 for a grayscale film).
-        is_chest_xray: False when the distance is beyond the gate's threshold or the upload is
-            in colour (see :class:`pneumonia.ood.OodGate`).
+        is_chest_xray: False when the upload is answered UNKNOWN: a DICOM header naming another
+            modality, body part or a lateral view, colour, distance beyond the gate's threshold,
+            or no two lung fields side by side (:func:`pneumonia.ood.looks_lateral`).
         reason: why the label is UNKNOWN, in words a person can act on; ``None`` otherwise.
+        age_group: the patient's age band from a DICOM header (e.g. ``"1-5 years"``, see
+            :data:`pneumonia.dicom.AGE_GROUPS`), ``None`` when unknown. Never the exact age.
     """
 
     label: str
@@ -67,14 +94,17 @@ class Prediction:
     colourfulness: float = 0.0
     is_chest_xray: bool = True
     reason: Optional[str] = None
+    age_group: Optional[str] = None
 
     def to_dict(self) -> dict:
         """The verdict as plain data, the one serialisation every interface uses (app API, CLI, docs).
 
         Returns:
-            ``{"label", "pneumonia_probability", "normal_probability", "threshold",
-            "is_chest_xray", "reason"}``; the probabilities are ``None`` when the label is
-            UNKNOWN (no diagnosis is made then), and ``reason`` says why in words (else ``None``).
+            The :data:`VERDICT_FIELDS`: ``{"label", "pneumonia_probability",
+            "normal_probability", "threshold", "is_chest_xray", "reason", "age_group"}``; the
+            probabilities are ``None`` when the label is UNKNOWN (no diagnosis is made then),
+            ``reason`` says why in words (else ``None``), ``age_group`` is the DICOM age band or
+            ``None``.
         """
         known = self.label != UNKNOWN
         return {
@@ -84,56 +114,75 @@ class Prediction:
             "threshold": round(float(self.threshold), 6),
             "is_chest_xray": bool(self.is_chest_xray),
             "reason": self.reason,
+            "age_group": self.age_group,
         }
 
     @property
     def pneumonia_probability(self) -> float:
-        """Calibrated P(PNEUMONIA) in ``[0, 1]``."""
-        return self.probabilities["PNEUMONIA"]
+        """Calibrated probability in ``[0, 1]`` of the class the logit scores (PNEUMONIA)."""
+        return list(self.probabilities.values())[1]
+
+
+class FileResult(NamedTuple):
+    """One file of a batch: its path, and either its :class:`Prediction` or the reason it could
+    not be read (``error``, a sentence; ``""`` on success)."""
+
+    path: str
+    prediction: Optional[Prediction]
+    error: str
+
+    def to_row(self) -> dict:
+        """A flat row: ``path``, the :data:`VERDICT_FIELDS` from :meth:`Prediction.to_dict`,
+        ``chest_xray_distance`` and ``error``; every field but ``path`` and ``error`` is ``None``
+        for an unreadable file."""
+        if self.prediction is None:
+            return {"path": self.path, **dict.fromkeys(VERDICT_FIELDS), "chest_xray_distance": None,
+                    "error": self.error}
+        distance = self.prediction.chest_xray_distance
+        return {"path": self.path, **self.prediction.to_dict(),
+                "chest_xray_distance": None if distance is None else round(distance, 2), "error": ""}
+
+
+def find_unknown_cause(header: Optional[DicomHeader], gate: Optional[OodGate], distance: Optional[float],
+                       colourfulness: float, model_input: np.ndarray) -> Optional[str]:
+    """Why an upload gets no diagnosis, or ``None`` when it is a frontal chest film to read.
+
+    Checked in order: the DICOM header (modality, body part, view), the gate's colour check and
+    distance, then whether the film shows two lung fields side by side.
+
+    Args:
+        header: from a DICOM file, else ``None``.
+        gate: the model's gate, ``None`` when it ships none (colour and distance then pass).
+        distance: the gate's squared Mahalanobis distance (``None``: not measured).
+        colourfulness: the upload's mean chroma in ``[0, 1]``.
+        model_input: the film as the model sees it, ``float32 (S, S)`` in ``[0, 1]``.
+
+    Returns:
+        A key of :data:`pneumonia.notes.UNKNOWN_REASONS`, or ``None``.
+    """
+    if header is not None:
+        cause = find_header_refusal(header)
+        if cause:
+            return cause
+    if gate is not None and distance is not None:
+        cause = gate.find_refusal(distance, colourfulness)
+        if cause:
+            return cause
+    return "lateral" if looks_lateral(model_input) else None
 
 
 class Predictor:
     """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls."""
 
-    def __init__(self, model, metadata: ModelMetadata, gate=None, strategy=None):
-        import keras
-        import tensorflow as tf
-
-        from pneumonia.gradcam import class_activation_maps
-        from pneumonia.ood import FEATURE_LAYER
-
+    def __init__(self, model, metadata: ModelMetadata, gate: Optional[OodGate] = None, strategy=None):
         self.model = model
         self.metadata = metadata
         self.gate = gate
         # A tf.distribute strategy with several replicas splits batches across them (see
         # run_network); None or a single replica runs everything on the default device.
         self.strategy = strategy
-        size = metadata.input_size
-        spec = tf.TensorSpec((None, size, size, 1), tf.float32)
-        feature_model = keras.Model(model.inputs, [model.output, model.get_layer(FEATURE_LAYER).output])
-        explain_model = keras.Model(model.inputs, [model.output, model.get_layer(FEATURE_LAYER).output,
-                                                   model.get_layer(metadata.last_conv_layer).output])
-
-        # Traced once per process: calling the model directly in a graph avoids the per-call
-        # overhead of model.predict. One pass gives the logit and the pooled features the
-        # "not a chest X-ray" gate reads.
-        @tf.function(input_signature=[spec])
-        def forward(batch):
-            logits, features = feature_model(batch, training=False)
-            return logits[:, 0], features
-
-        # predict(explain=True) in one forward and backward pass: the logit, the gate's features
-        # and Grad-CAM for both classes (cams: (2, N, h, w)), so the label, which needs the
-        # calibrated threshold, can be decided after the pass instead of before a second one.
-        @tf.function(input_signature=[spec])
-        def forward_explain(batch):
-            with tf.GradientTape() as tape:
-                logits, features, conv = explain_model(batch, training=False)
-                score = tf.reduce_sum(logits)
-            return logits[:, 0], features, class_activation_maps(conv, tape.gradient(score, conv))
-
-        self._forward = forward
-        self._forward_explain = forward_explain
+        self._network = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER,
+                                                metadata.input_size)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, strategy=None) -> "Predictor":
@@ -147,11 +196,6 @@ class Predictor:
         Raises:
             ModelLoadError: the model or metadata is missing, corrupt or inconsistent.
         """
-        import contextlib
-
-        from pneumonia.model import resolve_model_dir
-        from pneumonia.ood import OodGate
-
         model_dir = resolve_model_dir(model_dir)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model, metadata = load_model(model_dir)
@@ -179,7 +223,7 @@ class Predictor:
 
         Returns:
             ``(film, batch)``: the decoded :class:`pneumonia.preprocessing.Film` (grayscale
-            ``float32 (H, W)`` in ``[0, 1]`` and colourfulness) and the model input
+            ``float32 (H, W)`` in ``[0, 1]``, colourfulness, DICOM header) and the model input
             ``float32 (1, S, S, 1)`` in ``[0, 1]``.
 
         Raises:
@@ -188,20 +232,55 @@ class Predictor:
         film = read_film(image)
         return film, to_batch(resize_image(film.gray, self.metadata.input_size))
 
-    def to_prediction(self, logit: float, gray: Optional[np.ndarray] = None,
-                      distance: Optional[float] = None, colourfulness: float = 0.0) -> Prediction:
-        """Calibrate one logit, apply the threshold and the chest X-ray gate."""
+    def to_prediction(self, logit: float, model_input: np.ndarray, distance: Optional[float] = None,
+                      colourfulness: float = 0.0, header: Optional[DicomHeader] = None,
+                      gray: Optional[np.ndarray] = None) -> Prediction:
+        """Calibrate one logit, apply the threshold, and answer UNKNOWN with a reason where the
+        upload is not a frontal chest film (:func:`find_unknown_cause`).
+
+        Args:
+            logit: the network's output for the film.
+            model_input: the film as the model saw it, ``float32 (S, S)`` in ``[0, 1]``.
+            distance: the gate's distance, ``None`` without a gate.
+            colourfulness: the upload's mean chroma.
+            header: the DICOM header facts, ``None`` for other formats.
+            gray: the decoded film to keep on the prediction (for overlays), or ``None``.
+        """
         p = float(apply_temperature(np.array([logit]), self.metadata.temperature)[0])
-        normal, pneumonia = self.class_names
-        is_chest_xray = self.gate is None or distance is None or self.gate.accepts(distance, colourfulness)
-        if not is_chest_xray:
-            label = UNKNOWN
-        else:
-            label = pneumonia if p >= self.metadata.threshold else normal
-        return Prediction(label=label, probabilities={normal: 1.0 - p, pneumonia: p},
+        negative, positive = self.class_names
+        cause = find_unknown_cause(header, self.gate, distance, colourfulness, model_input)
+        label = UNKNOWN if cause else positive if p >= self.metadata.threshold else negative
+        return Prediction(label=label, probabilities={negative: 1.0 - p, positive: p},
                           threshold=float(self.metadata.threshold), logit=float(logit), image=gray,
                           chest_xray_distance=distance, colourfulness=colourfulness,
-                          is_chest_xray=is_chest_xray)
+                          is_chest_xray=cause is None, reason=UNKNOWN_REASONS[cause] if cause else None,
+                          age_group=None if header is None else header.age_group)
+
+    def run_network(self, batch: np.ndarray, explain: bool = False) -> tuple[np.ndarray, ...]:
+        """Run the network on a model-ready batch: the one place it is called.
+
+        The batch is checked against the input convention first
+        (:func:`pneumonia.preprocessing.check_model_input`). Under a strategy with several
+        replicas the batch is split across them (:func:`pneumonia.distribute.run_sharded`; the
+        result is the same); Grad-CAM (``explain``) runs on one device.
+
+        Args:
+            batch: ``float32 (N, S, S, 1)`` in ``[0, 1]``.
+            explain: also return Grad-CAM maps of both classes.
+
+        Returns:
+            ``(logits (N,), features (N, C))``, plus ``maps (2, N, h, w)`` (index = class index)
+            when ``explain``; numpy arrays.
+
+        Raises:
+            ValueError: the batch breaks the input convention.
+        """
+        check_model_input(batch, self.metadata.input_size)
+        if explain:
+            return tuple(output.numpy() for output in self._network.explain(batch))
+        if self.strategy is not None and self.strategy.num_replicas_in_sync > 1:
+            return tuple(run_sharded(self.strategy, self._network.forward, batch))
+        return tuple(output.numpy() for output in self._network.forward(batch))
 
     def describe_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits and gate descriptions for a model-ready batch.
@@ -212,24 +291,8 @@ class Predictor:
         Returns:
             ``(logits (N,), descriptions (N, D))``, ``float64`` (see :func:`pneumonia.ood.describe_inputs`).
         """
-        from pneumonia.ood import describe_inputs
-
         logits, features = self.run_network(batch)
         return logits.astype(np.float64), describe_inputs(batch, features)
-
-    def run_network(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The network's logits ``(N,)`` and pooled gate features ``(N, C)`` for a model-ready batch.
-
-        Under a strategy with several replicas the batch is split across them
-        (:func:`pneumonia.distribute.run_sharded`); the result is the same.
-        """
-        if self.strategy is not None and self.strategy.num_replicas_in_sync > 1:
-            from pneumonia.distribute import run_sharded
-
-            logits, features = run_sharded(self.strategy, self._forward, batch)
-            return logits, features
-        logits, features = self._forward(batch)
-        return logits.numpy(), features.numpy()
 
     def score_batch(self, batch: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """Logits and gate distances for a model-ready batch.
@@ -247,12 +310,13 @@ class Predictor:
 
     def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
                 max_overlay_side: Optional[int] = OVERLAY_MAX_SIDE) -> Prediction:
-        """Classify one film.
+        """Classify one film (one network pass; with ``explain``, one forward and one backward).
 
         Args:
             image: a path, the file's bytes, a PIL image or a numpy array (see
                 :func:`pneumonia.preprocessing.read_image`).
-            explain: also compute Grad-CAM for the predicted class and the overlay.
+            explain: also compute Grad-CAM for the class of the label (decided by the calibrated
+                threshold) and the overlay.
             alpha: overlay opacity at the heatmap's peak.
             max_overlay_side: shrink the overlay so its longer side is at most this many pixels
                 (default :data:`OVERLAY_MAX_SIDE`; ``None``: the film's own resolution).
@@ -264,26 +328,23 @@ class Predictor:
             InvalidImageError: the input cannot be read as a film.
         """
         film, batch = self.preprocess(image)
-        gray = film.gray
         if explain:
-            from pneumonia.ood import describe_inputs
-
-            logits, features, cams = (output.numpy() for output in self._forward_explain(batch))
-            logits = logits.astype(np.float64)
+            logits, features, maps = self.run_network(batch, explain=True)
             distances = None if self.gate is None else self.gate.distances(describe_inputs(batch, features))
         else:
             logits, distances = self.score_batch(batch)
-        result = self.to_prediction(logits[0], gray, None if distances is None else float(distances[0]),
-                                    film.colourfulness)
+        result = self.to_prediction(float(logits[0]), batch[0, ..., 0],
+                                    None if distances is None else float(distances[0]),
+                                    film.colourfulness, film.header, film.gray)
         if not explain or result.label == UNKNOWN:
             return result
-        # The class to explain depends on the calibrated threshold, which is not at logit 0 in
-        # general: the label, decided after the pass, picks one of the two maps.
-        result.heatmap = cams[self.class_names.index(result.label), 0].astype(np.float32)
-        result.overlay = render_overlay(gray, result.heatmap, alpha, max_overlay_side)
+        # The label was decided by the calibrated threshold (not at logit 0 in general); its
+        # class's map is the one to show.
+        result.heatmap = maps[self.class_names.index(result.label), 0].astype(np.float32)
+        result.overlay = render_overlay(film.gray, result.heatmap, alpha, max_overlay_side)
         return result
 
-    def predict_files(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[dict]:
+    def predict_paths(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[FileResult]:
         """Classify many files: decoding runs in threads while the network works on the last batch.
 
         Args:
@@ -292,19 +353,17 @@ class Predictor:
             workers: decoding threads.
 
         Yields:
-            One dict per path, in order: ``path``, ``label`` (NORMAL, PNEUMONIA or UNKNOWN),
-            ``pneumonia_probability``, ``normal_probability`` (the CNN's calibrated output, given
-            for UNKNOWN rows too but not a diagnosis there), ``chest_xray_distance`` and
-            ``error`` (empty on success; every other field empty on failure).
+            One :class:`FileResult` per path, in order (the prediction, or the reason the file
+            could not be read).
         """
         size = self.metadata.input_size
 
         def load(path: Path):
             try:
                 film = read_film(path)
-                return resize_image(film.gray, size), film.colourfulness, ""
+                return film._replace(gray=resize_image(film.gray, size)), ""
             except PneumoniaError as exc:
-                return None, 0.0, str(exc)
+                return None, str(exc)
 
         # Decode batch k+1 in the pool while the network runs on batch k: memory stays bounded
         # to two batches however large the archive.
@@ -318,26 +377,29 @@ class Predictor:
             if pending is not None:
                 yield from self._classify_chunk(*pending)
 
-    def _classify_chunk(self, paths: list, futures: list) -> Iterator[dict]:
+    def predict_files(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[dict]:
+        """:meth:`predict_paths` as flat rows (:meth:`FileResult.to_row`): what the batch CLI writes.
+
+        The probabilities are ``None`` for UNKNOWN rows (no diagnosis); every field but ``path``
+        and ``error`` is ``None`` for an unreadable file.
+        """
+        for result in self.predict_paths(paths, batch_size, workers):
+            yield result.to_row()
+
+    def _classify_chunk(self, paths: list, futures: list) -> Iterator[FileResult]:
         loaded = [f.result() for f in futures]
-        good = [i for i, (image, _, _) in enumerate(loaded) if image is not None]
-        scores = {}
+        good = [i for i, (film, _) in enumerate(loaded) if film is not None]
+        predictions = {}
         if good:
-            batch = np.stack([loaded[i][0] for i in good])[..., None].astype(np.float32)
+            batch = np.stack([loaded[i][0].gray for i in good])[..., None].astype(np.float32)
             logits, distances = self.score_batch(batch)
             for j, i in enumerate(good):
-                scores[i] = (logits[j], None, None if distances is None else float(distances[j]), loaded[i][1])
-        for i, (path, (_, _, error)) in enumerate(zip(paths, loaded)):
-            if i in scores:
-                r = self.to_prediction(*scores[i])
-                yield {"path": str(path), "label": r.label,
-                       "pneumonia_probability": round(r.pneumonia_probability, 6),
-                       "normal_probability": round(1.0 - r.pneumonia_probability, 6),
-                       "chest_xray_distance": "" if r.chest_xray_distance is None else round(r.chest_xray_distance, 2),
-                       "error": ""}
-            else:
-                yield {"path": str(path), "label": "", "pneumonia_probability": "",
-                       "normal_probability": "", "chest_xray_distance": "", "error": error}
+                film = loaded[i][0]
+                predictions[i] = self.to_prediction(float(logits[j]), film.gray,
+                                                    None if distances is None else float(distances[j]),
+                                                    film.colourfulness, film.header)
+        for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
+            yield FileResult(str(path), predictions.get(i), error)
 
 
 def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,

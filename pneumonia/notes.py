@@ -33,13 +33,46 @@ FINDINGS = {
         "(fever, crackles, hypoxia) suggest pneumonia despite this result."
     ),
     "UNKNOWN": (
-        "**What the model's label means:** the image does not look like a frontal chest X-ray of the "
-        "kind the model was trained on, so **no pneumonia assessment is given**. Its probabilities "
+        "**What the model's label means:** the upload is not one the model may read, so **no "
+        "pneumonia assessment is given**; the reason is stated with the result. Its probabilities "
         "would be meaningless here and are not shown.\n\n"
-        "**Common causes:** a lateral or oblique view, a film of another body part, a photograph or "
-        "screenshot of a film, heavy cropping or annotation, or an inverted or very dark export.\n\n"
+        "**What is checked, in this order:** a DICOM file's header (modality, body part and view "
+        "position); colour; how closely the image resembles the training films; and whether it "
+        "shows two lung fields side by side, as a frontal film does. The side-by-side check was "
+        "built and tested on drawn phantoms and on real frontal films only: no real lateral film "
+        "was available to measure it on. None of these checks is complete: a film of another body "
+        "part, a lateral view or a photograph of a film can still get a label.\n\n"
         "**What to do:** upload the original frontal (PA or AP) chest film, ideally the DICOM or a "
         "full-resolution export. A clinician should read the film in any case."
+    ),
+}
+
+# Why an upload is answered UNKNOWN, one sentence a person can act on per cause. The keys are
+# the causes pneumonia.dicom.find_header_refusal and pneumonia.ood.find_refusal return.
+UNKNOWN_REASONS = {
+    "modality": (
+        "The DICOM file is not a plain radiograph (its modality is another kind of imaging, such as "
+        "CT, MRI or ultrasound); upload a frontal chest X-ray (CR or DX)."
+    ),
+    "body_part": (
+        "The DICOM file says the body part examined is not the chest; upload a frontal chest X-ray."
+    ),
+    "side_view": (
+        "The DICOM file says this is a lateral or oblique view; the model reads frontal (PA or AP) "
+        "chest films only, so upload the frontal film of the study."
+    ),
+    "colour": (
+        "The image is in colour, and an X-ray film has none: it looks like a photograph or a "
+        "screenshot. Upload the film itself (DICOM, or a PNG or JPEG export)."
+    ),
+    "unlike_training": (
+        "The image does not look like the frontal chest films the model was trained on (it may be "
+        "another body part, a lateral view, a photograph or a heavily cropped or annotated "
+        "export); upload the original frontal (PA or AP) chest film."
+    ),
+    "lateral": (
+        "The image shows one lung field instead of two side by side, as on a lateral (side) view; "
+        "the model reads frontal (PA or AP) chest films only, so upload the frontal film."
     ),
 }
 

@@ -1,11 +1,16 @@
 """The "not a chest X-ray" gate: is this image like the films the network was trained on?
 
+Two checks need no fitting: a colour check, and a frontal-view check (:func:`measure_lung_fields`:
+a frontal film shows two lung fields side by side; a lateral one does not). The fitted check is a
+distance.
+
 An image is called UNKNOWN when it is in colour (a chest film has no chroma; the limit,
-``MAX_COLOURFULNESS``, leaves room for a tinted phone photo of a film), or when its description is
-far, in Mahalanobis distance, from the training films. The description joins what the network itself sees (the pooled activations of its
-last convolutional stage) with simple intensity statistics of the model input (a 16-bin histogram of
-the film stretched to its own min..max, so bit depth and exposure do not move it, and the
-left-right symmetry of the film). The mean and a shrunk covariance (Ledoit-Wolf) are
+``MAX_COLOURFULNESS``, leaves room for a tinted phone photo of a film), when its description is
+far, in Mahalanobis distance, from the training films, or when it lacks two lung fields side by
+side (:func:`looks_lateral`). The description joins what the network itself sees (the pooled
+activations of its last convolutional stage) with simple intensity statistics of the model input
+(a 16-bin histogram of the film stretched to its own min..max, so bit depth and exposure do not
+move it, and the left-right symmetry of the film). The mean and a shrunk covariance (Ledoit-Wolf) are
 fitted on the training films only; the distance threshold is the ``quantile`` of the validation
 films' distances. No non-X-ray image is used to build the gate, so every negative image it is
 measured on is unseen.
@@ -15,8 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple, Optional
 
 import numpy as np
+
+from pneumonia.data import iterate_batches
+from pneumonia.gradcam import build_network_functions
+from pneumonia.model import load_model, update_metadata
 
 OOD_FILENAME = "ood.npz"
 FEATURE_LAYER = "pool"
@@ -48,6 +58,103 @@ def describe_inputs(batch: np.ndarray, features: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(features, np.float64), histogram, symmetry], axis=1)
 
 
+# The frontal-view check (measure_lung_fields). Rows and columns are fractions of the image
+# height and of the body's width; levels and dips are fractions of each row band's own range.
+# Four bands of rows from the apices to the bases of the lungs on a frontal film.
+LUNG_BANDS = ((0.25, 0.40), (0.35, 0.50), (0.45, 0.60), (0.55, 0.70))
+# Columns whose mean profile is above this level are inside the body (air beside it is darker).
+BODY_LEVEL = 0.2
+# Where the ridge between the two fields (mediastinum and spine) is looked for: the middle of
+# the body (on the 1,202 frontal films here it lies at 0.38-0.63, median 0.5).
+RIDGE_COLUMNS = (0.35, 0.65)
+# Where each lung field is looked for: this far from the ridge, on either side.
+FIELD_REACH = (0.05, 0.30)
+# A frontal film has a lung field either side of the ridge: over the four bands, the darker
+# side's darkest column is on average at least this much darker than the ridge. The mediastinum
+# and spine run the whole height of the lungs; a lateral film's only central density (the hila)
+# is local, and its long bright band (the spine) is at the back. Measured: real frontal films 0.10
+# at the least (median about 0.5); drawn laterals (tests/phantoms.py) 0.08 at the most while their
+# hila are darker than soft tissue, but up to 0.12, so missed, with hila as dense as soft tissue.
+MIN_MEAN_DIP = 0.09
+
+
+class LungFields(NamedTuple):
+    """What :func:`measure_lung_fields` measured.
+
+    Attributes:
+        ridge: column of the central ridge, as a fraction of the body's width (0 = its left edge).
+        dips: for each band of :data:`LUNG_BANDS`, how much darker than the ridge the darker
+            side's lung field is (the smaller of the two sides' dips; negative when a side is
+            brighter than the ridge), in units of the band's range.
+    """
+
+    ridge: float
+    dips: tuple[float, ...]
+
+    @property
+    def is_frontal(self) -> bool:
+        """Lung fields either side of the ridge: the mean dip is at least :data:`MIN_MEAN_DIP`."""
+        return float(np.mean(self.dips)) >= MIN_MEAN_DIP
+
+
+def measure_lung_fields(image: np.ndarray) -> LungFields:
+    """Measure whether a chest image shows two lung fields side by side, as a frontal film does.
+
+    A frontal (PA/AP) film crossed anywhere from the lung apices to the bases reads, left to
+    right: chest wall, lung (dark), mediastinum and spine (a bright ridge in the middle, the whole
+    height of the lungs), lung (dark), chest wall. A lateral film reads: anterior chest wall and
+    sternum, one dark lung region (the two lungs overlap; the hila are a local density in it),
+    then the spine, a bright band at the back. The check averages each band of rows in
+    :data:`LUNG_BANDS` into a column profile (smoothed over 5 % of the width, scaled to its own
+    range), finds the body (columns whose mean profile is above :data:`BODY_LEVEL`), takes as the
+    ridge the column in the middle of the body (:data:`RIDGE_COLUMNS`) that is brightest at every
+    height (the largest minimum over the bands), and in each band measures how much darker than
+    the ridge the darkest column within :data:`FIELD_REACH` of it is, on each side.
+
+    Args:
+        image: ``float (H, W)`` in ``[0, 1]``, 0 = black (the intensity convention), e.g. the
+            model input ``(S, S)``.
+
+    Returns:
+        :class:`LungFields`; its ``is_frontal`` says whether the film passes.
+    """
+    image = np.asarray(image, dtype=np.float64)
+    height, width = image.shape
+    window = max(3, width // 20) | 1  # odd; keeps the fields, drops ribs and noise
+    profiles = []
+    for top, bottom in LUNG_BANDS:
+        rows = image[int(round(top * height)):max(int(round(bottom * height)), int(round(top * height)) + 1)]
+        profile = np.convolve(np.pad(rows.mean(axis=0), window // 2, mode="edge"), np.ones(window) / window,
+                              mode="valid")
+        profiles.append((profile - profile.min()) / max(profile.max() - profile.min(), 1e-6))
+    profiles = np.array(profiles)
+    body = np.flatnonzero(profiles.mean(axis=0) >= BODY_LEVEL)
+    if body.size == 0:  # a flat image: nothing side by side
+        return LungFields(0.5, (0.0,) * len(LUNG_BANDS))
+    u = (np.arange(width) - body[0]) / (body[-1] - body[0] + 1)  # position across the body
+    middle = np.flatnonzero((u >= RIDGE_COLUMNS[0]) & (u <= RIDGE_COLUMNS[1]))
+    if middle.size == 0:
+        return LungFields(0.5, (0.0,) * len(LUNG_BANDS))
+    ridge = int(middle[np.argmax(profiles[:, middle].min(axis=0))])
+    near, far = FIELD_REACH
+    sides = [(offset >= near) & (offset <= far) for offset in (u[ridge] - u, u - u[ridge])]
+    dips = tuple(float(min(profile[ridge] - profile[side].min() if side.any() else 0.0 for side in sides))
+                 for profile in profiles)
+    return LungFields(float(u[ridge]), dips)
+
+
+def looks_lateral(image: np.ndarray) -> bool:
+    """Whether a chest image lacks the two lung fields side by side of a frontal film.
+
+    Args:
+        image: ``float (H, W)`` in ``[0, 1]`` (see :func:`measure_lung_fields`).
+
+    Returns:
+        True when it does not look frontal (a lateral view, or no two fields at all).
+    """
+    return not measure_lung_fields(image).is_frontal
+
+
 @dataclasses.dataclass(frozen=True)
 class OodGate:
     """Mahalanobis gate: ``mean (D,)``, ``precision (D, D)``, a squared-distance ``threshold``
@@ -60,7 +167,19 @@ class OodGate:
 
     def accepts(self, distance: float, colourfulness: float) -> bool:
         """True when an upload at this distance and colourfulness looks like a chest film."""
-        return distance <= self.threshold and colourfulness <= self.max_colourfulness
+        return self.find_refusal(distance, colourfulness) is None
+
+    def find_refusal(self, distance: float, colourfulness: float) -> Optional[str]:
+        """Why the gate refuses an upload: ``"colour"``, ``"unlike_training"`` or ``None``.
+
+        The keys index :data:`pneumonia.notes.UNKNOWN_REASONS`; colour is checked first (it
+        says more to the person who uploaded the image).
+        """
+        if colourfulness > self.max_colourfulness:
+            return "colour"
+        if distance > self.threshold:
+            return "unlike_training"
+        return None
 
     def distances(self, descriptions: np.ndarray) -> np.ndarray:
         """Squared Mahalanobis distances ``(N,)`` of descriptions ``(N, D)``."""
@@ -114,11 +233,19 @@ def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quant
     return gate, summary
 
 
-def describe_images(predictor, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size."""
-    from pneumonia.data import iterate_batches
+def describe_images(forward, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size.
 
-    return np.concatenate([predictor.describe_batch(batch)[1] for batch in iterate_batches(images_uint8, batch_size)])
+    Args:
+        forward: the network's forward pass (:attr:`pneumonia.gradcam.NetworkFunctions.forward`).
+        images_uint8: the films.
+        batch_size: films per forward pass.
+    """
+    parts = []
+    for batch in iterate_batches(images_uint8, batch_size):
+        _, features = forward(batch)
+        parts.append(describe_inputs(batch, np.asarray(features)))
+    return np.concatenate(parts)
 
 
 def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_images: np.ndarray,
@@ -134,13 +261,9 @@ def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_imag
     Returns:
         The gate summary stored under ``metadata.ood``.
     """
-    from pneumonia.inference import Predictor
-    from pneumonia.model import load_model, update_metadata
-
     model, metadata = load_model(model_dir)
-    predictor = Predictor(model, metadata)
-    gate, summary = fit_gate(describe_images(predictor, train_images), describe_images(predictor, val_images),
-                             quantile)
+    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
+    gate, summary = fit_gate(describe_images(forward, train_images), describe_images(forward, val_images), quantile)
     gate.save(model_dir)
     update_metadata(model_dir, ood=summary)
     return summary

@@ -1,39 +1,119 @@
-"""Grad-CAM heatmaps and overlays."""
+"""Grad-CAM heatmaps and overlays.
+
+The Grad-CAM the product uses (:func:`pneumonia.gradcam.build_network_functions`, called by
+``Predictor.run_network``) is checked against a hand computation in numpy on a tiny network whose
+last convolution feeds global average pooling and one dense unit: there the gradient of the logit
+with respect to each activation is the dense weight divided by ``h * w``, so the channel weights,
+the maps of both classes, the pooled features and the logit all follow in closed form.
+"""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pneumonia.gradcam import colorize_heatmap, make_gradcam_heatmap, overlay_heatmap
-from pneumonia.preprocessing import preprocess_image
+from pneumonia.gradcam import build_network_functions, colorize_heatmap, overlay_heatmap
+from pneumonia.inference import Predictor
+from pneumonia.model import ModelMetadata
+
+from phantoms import frontal_phantom
+
+SIZE, KERNEL, CHANNELS = 12, 3, 4
 
 
-@pytest.fixture(scope="module")
-def heatmaps(predictor, film_paths):
-    meta = predictor.metadata
-    batches = [preprocess_image(p, meta.input_size) for p in (film_paths[0], film_paths[-1])]
-    return [make_gradcam_heatmap(predictor.model, b, meta.last_conv_layer) for b in batches]
+def make_tiny_model(seed: int, bias: float = 0.0):
+    """Input (12, 12, 1) -> conv 3x3 (4 channels, ReLU, 'valid') -> GAP -> dense logit."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(CHANNELS, KERNEL, activation="relu", name="conv")(inputs)
+    pool = keras.layers.GlobalAveragePooling2D(name="pool")(conv)
+    logit = keras.layers.Dense(1, name="logit")(pool)
+    model = keras.Model(inputs, logit)
+    kernel, conv_bias = model.get_layer("conv").get_weights()
+    model.get_layer("conv").set_weights([kernel, np.abs(conv_bias) + 0.05])  # some channels always on
+    weights, _ = model.get_layer("logit").get_weights()
+    model.get_layer("logit").set_weights([weights, np.array([bias], np.float32)])
+    return model
 
 
-def test_heatmap_shape_range_and_finite(heatmaps, predictor):
+def numpy_gradcam(model, batch: np.ndarray):
+    """Logits, pooled features and Grad-CAM maps ``(2, N, h, w)`` computed by hand in numpy."""
+    kernel, conv_bias = model.get_layer("conv").get_weights()  # (3, 3, 1, C), (C,)
+    weights, bias = model.get_layer("logit").get_weights()  # (C, 1), (1,)
+    images = batch[..., 0].astype(np.float64)
+    n, out = len(images), SIZE - KERNEL + 1
+    conv = np.zeros((n, out, out, CHANNELS))
+    for i in range(out):
+        for j in range(out):
+            patch = images[:, i:i + KERNEL, j:j + KERNEL]  # (N, 3, 3)
+            conv[:, i, j, :] = np.einsum("nab,abc->nc", patch, kernel[:, :, 0, :]) + conv_bias
+    conv = np.maximum(conv, 0.0)
+    pooled = conv.mean(axis=(1, 2))
+    logits = pooled @ weights[:, 0] + bias[0]
+    channel_weights = weights[:, 0] / (out * out)  # mean over locations of d logit / d activation
+    evidence = np.einsum("nhwc,c->nhw", conv, channel_weights)
+    maps = []
+    for sign in (-1.0, 1.0):  # NORMAL explains the negated logit
+        cam = np.maximum(sign * evidence, 0.0)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        maps.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
+    return logits, pooled, np.stack(maps)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_explain_pass_matches_the_hand_computation(seed):
+    model = make_tiny_model(seed)
+    rng = np.random.default_rng(seed)
+    batch = rng.random((3, SIZE, SIZE, 1)).astype(np.float32)
+    functions = build_network_functions(model, "conv", "pool", SIZE)
+    logits, pooled, maps = (output.numpy() for output in functions.explain(batch))
+    expected_logits, expected_pooled, expected_maps = numpy_gradcam(model, batch)
+    np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
+    np.testing.assert_allclose(pooled, expected_pooled, atol=1e-5)
+    np.testing.assert_allclose(maps, expected_maps, atol=1e-4)
+    assert maps.shape == (2, 3, SIZE - KERNEL + 1, SIZE - KERNEL + 1)
+    forward_logits, forward_pooled = (output.numpy() for output in functions.forward(batch))
+    np.testing.assert_allclose(forward_logits, expected_logits, atol=1e-5)
+    np.testing.assert_allclose(forward_pooled, expected_pooled, atol=1e-5)
+
+
+@pytest.mark.parametrize("margin, expected_label", [(-0.05, "PNEUMONIA"), (0.05, "NORMAL")])
+def test_predictor_explains_the_class_the_calibrated_threshold_decides(margin, expected_label):
+    """The logit is -0.5, so the class at logit >= 0 would be NORMAL; with the threshold just
+    below sigmoid(-0.5) the label is PNEUMONIA and its map (not NORMAL's) must be shown."""
+    import cv2
+
+    film = frontal_phantom(64)
+    model = make_tiny_model(3)
+    # The film as the model sees it (area-averaged to 12 px, as resize_image does).
+    model_input = np.clip(cv2.resize(film, (SIZE, SIZE), interpolation=cv2.INTER_AREA), 0, 1)[None, ..., None]
+    raw_logit = numpy_gradcam(model, model_input)[0][0]
+    weights, _ = model.get_layer("logit").get_weights()
+    model.get_layer("logit").set_weights([weights, np.array([-0.5 - raw_logit], np.float32)])
+    logits, _, maps = numpy_gradcam(model, model_input)
+    assert logits[0] == pytest.approx(-0.5, abs=1e-4)
+    threshold = 1.0 / (1.0 + np.exp(0.5)) + margin
+    metadata = ModelMetadata(version="tiny", input_size=SIZE, threshold=threshold, temperature=1.0,
+                             last_conv_layer="conv")
+    predictor = Predictor(model, metadata)
+    # The frontal-view check reads the model input; a 12 px phantom still shows its lung fields.
+    result = predictor.predict(film, explain=True)
+    assert result.label == expected_label
+    index = ("NORMAL", "PNEUMONIA").index(expected_label)
+    np.testing.assert_allclose(result.heatmap, maps[index, 0], atol=1e-4)
+    assert not np.allclose(maps[0, 0], maps[1, 0])  # the other class's map would differ
+
+
+def test_product_heatmap_shape_range_and_finite(predictor, film_paths):
     layer = predictor.model.get_layer(predictor.metadata.last_conv_layer)
+    heatmaps = [predictor.predict(path, explain=True).heatmap for path in (film_paths[0], film_paths[-1])]
     for heatmap in heatmaps:
         assert heatmap.shape == tuple(layer.output.shape[1:3])
         assert heatmap.dtype == np.float32
         assert np.all(np.isfinite(heatmap))
         assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
-
-
-def test_heatmaps_differ_between_two_films(heatmaps):
-    assert np.abs(heatmaps[0] - heatmaps[1]).mean() > 0.01
-
-
-def test_predictor_heatmap_matches_the_standalone_function(predictor, film_paths):
-    result = predictor.predict(film_paths[-1], explain=True)
-    batch = preprocess_image(film_paths[-1], predictor.metadata.input_size)
-    class_index = predictor.class_names.index(result.label)
-    expected = make_gradcam_heatmap(predictor.model, batch, predictor.metadata.last_conv_layer, class_index)
-    assert np.allclose(result.heatmap, expected, atol=1e-4)
+    assert np.abs(heatmaps[0] - heatmaps[1]).mean() > 0.01  # two films, two maps
 
 
 @pytest.mark.parametrize("size", [(64, 64), (300, 200), (1500, 2000)])

@@ -7,6 +7,7 @@ the naive CMYK -> RGB formula), not by calling the code under test.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -265,23 +266,51 @@ def test_to_batch_shape():
     assert batch.shape == (1, 7, 9, 1) and batch.dtype == np.float32
 
 
-@pytest.mark.parametrize(
-    "batch, why",
-    [
-        (np.zeros((1, 64, 64, 1), np.float64), "float32"),
-        (np.zeros((1, 64, 64, 1), np.uint8), "float32"),
-        (np.zeros((64, 64), np.float32), "shape"),
-        (np.zeros((1, 64, 64), np.float32), "shape"),
-        (np.zeros((1, 64, 64, 3), np.float32), "shape"),
-        (np.zeros((1, 32, 32, 1), np.float32), "shape"),
-        (np.full((1, 64, 64, 1), 1.01, np.float32), "range"),
-        (np.full((1, 64, 64, 1), -0.01, np.float32), "range"),
-        (np.full((1, 64, 64, 1), 255.0, np.float32), "range"),
-    ],
-)
-def test_check_model_input_rejects(batch, why):
-    with pytest.raises(ValueError):
+def _with_nan(value: float) -> np.ndarray:
+    batch = np.full((2, 64, 64, 1), 0.5, np.float32)
+    batch[1, 10, 20, 0] = value
+    return batch
+
+
+BAD_BATCHES = {
+    "float64": (np.zeros((1, 64, 64, 1), np.float64), "float32"),
+    "uint8": (np.zeros((1, 64, 64, 1), np.uint8), "float32"),
+    "2-D": (np.zeros((64, 64), np.float32), "(N, 64, 64, 1)"),
+    "no channel": (np.zeros((1, 64, 64), np.float32), "(N, 64, 64, 1)"),
+    "RGB": (np.zeros((1, 64, 64, 3), np.float32), "(N, 64, 64, 1)"),
+    "other size": (np.zeros((1, 32, 32, 1), np.float32), "(N, 64, 64, 1)"),
+    "above 1": (np.full((1, 64, 64, 1), 1.01, np.float32), "[0, 1]"),
+    "below 0": (np.full((1, 64, 64, 1), -0.01, np.float32), "[0, 1]"),
+    "0-255": (np.full((1, 64, 64, 1), 255.0, np.float32), "[0, 1]"),
+    "NaN": (_with_nan(np.nan), "finite"),
+    "infinity": (_with_nan(np.inf), "finite"),
+    "list": ([[[[0.5]]]], "numpy array"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BATCHES))
+def test_check_model_input_rejects(case):
+    batch, words = BAD_BATCHES[case]
+    with pytest.raises(ValueError, match=re.escape(words)):
         check_model_input(batch, 64)
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BATCHES))
+def test_the_product_path_refuses_a_batch_that_breaks_the_convention(case, predictor, monkeypatch):
+    """Predictor.run_network, where the network is called, checks every batch first (at the
+    model's own input size), whether scoring, explaining or describing for the gate."""
+    batch, words = BAD_BATCHES[case]
+    size = predictor.metadata.input_size
+    if isinstance(batch, np.ndarray) and batch.ndim == 4 and batch.shape[1] == 64:
+        batch = np.resize(batch, (batch.shape[0], size, size, batch.shape[3])).astype(batch.dtype)
+        if case in ("NaN", "infinity"):
+            batch[-1, 0, 0, 0] = np.nan if case == "NaN" else np.inf
+    # Reaching the network would raise AttributeError instead of the convention's ValueError.
+    monkeypatch.setattr(predictor, "_network", None)
+    for run in (lambda: predictor.run_network(batch), lambda: predictor.run_network(batch, explain=True),
+                lambda: predictor.score_batch(batch)):
+        with pytest.raises(ValueError, match=re.escape(words.replace("64", str(size)))):
+            run()
 
 
 @pytest.mark.parametrize("n", [1, 3])

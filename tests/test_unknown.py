@@ -1,9 +1,12 @@
 """The UNKNOWN outcome: images that are not frontal chest X-rays get no diagnosis."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from pneumonia.negatives import make_negative_images
+from pneumonia.notes import UNKNOWN_REASONS
 
 NEGATIVES = dict(make_negative_images())
 
@@ -20,6 +23,11 @@ def test_non_chest_images_come_back_unknown(predictor, name):
     assert not result.is_chest_xray
     assert result.chest_xray_distance > gate.threshold or result.colourfulness > gate.max_colourfulness
     assert result.heatmap is None and result.overlay is None  # nothing to explain
+    cause = "colour" if result.colourfulness > gate.max_colourfulness else "unlike_training"
+    assert result.reason == UNKNOWN_REASONS[cause]
+    verdict = result.to_dict()
+    assert verdict["pneumonia_probability"] is None and verdict["normal_probability"] is None
+    assert verdict["reason"] == result.reason and verdict["is_chest_xray"] is False
 
 
 def test_gate_catches_most_non_chest_images(predictor):
@@ -43,6 +51,8 @@ def test_chest_films_pass_the_gate(predictor, film_paths, example_paths):
         result = predictor.predict(path)
         assert result.label in ("NORMAL", "PNEUMONIA"), path.name
         assert result.chest_xray_distance <= predictor.gate.threshold and result.colourfulness == 0.0
+        assert result.reason is None and result.to_dict()["pneumonia_probability"] == pytest.approx(
+            result.pneumonia_probability, abs=1e-6)
 
 
 def test_a_tinted_film_passes_but_a_colour_photo_does_not(predictor, film_paths):
@@ -61,18 +71,55 @@ def test_gate_is_described_in_metadata(predictor):
     assert 0.98 <= ood["val_pass_rate"] <= 1.0
 
 
-def test_batch_cli_labels_unknown(predictor, tmp_path):
-    from PIL import Image
-
-    from pneumonia.__main__ import main
-
-    Image.fromarray(NEGATIVES["skimage:astronaut"]).save(tmp_path / "astronaut.png")
-    out = tmp_path / "out.csv"
-    assert main(["predict", str(tmp_path / "astronaut.png"), "--csv", str(out), "--quiet"]) == 0
+def test_batch_cli_rows_are_the_verdicts_of_to_dict(predictor, film_paths, tmp_path):
+    """A flower-like colour photo, a grayscale non-film, a film and a lateral phantom: each CSV row
+    holds what Prediction.to_dict() gives for the same file, UNKNOWN rows without probabilities."""
     import csv
 
-    (row,) = list(csv.DictReader(out.open()))
-    assert row["label"] == "UNKNOWN"
+    from pneumonia.__main__ import CSV_COLUMNS, main
+    from phantoms import lateral_phantom
+
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(NEGATIVES["skimage:astronaut"]).save(folder / "astronaut.png")
+    Image.fromarray(NEGATIVES["skimage:coins"]).save(folder / "coins.png")
+    Image.fromarray((lateral_phantom(512) * 255).astype(np.uint8)).save(folder / "lateral.png")
+    (folder / "film.jpeg").write_bytes(film_paths[-1].read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(folder), "--csv", str(out), "--quiet"]) == 0
+    with out.open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        rows = {Path(row["path"]).name: row for row in reader}
+    assert set(rows) == {"astronaut.png", "coins.png", "lateral.png", "film.jpeg", "broken.png"}
+    broken = rows["broken.png"]
+    assert broken["error"] and all(broken[field] == "" for field in CSV_COLUMNS if field not in ("path", "error"))
+    for name in ("astronaut.png", "coins.png", "lateral.png", "film.jpeg"):
+        verdict = predictor.predict(folder / name).to_dict()
+        row = rows[name]
+        assert row["error"] == ""
+        for field, value in verdict.items():
+            if isinstance(value, float):
+                assert float(row[field]) == pytest.approx(value, abs=1e-6), (name, field)
+            else:
+                assert row[field] == ("" if value is None else str(value)), (name, field)
+    assert rows["astronaut.png"]["label"] == "UNKNOWN" and rows["astronaut.png"]["pneumonia_probability"] == ""
+    assert rows["astronaut.png"]["reason"] == UNKNOWN_REASONS["colour"]
+    assert rows["film.jpeg"]["label"] in predictor.class_names and float(rows["film.jpeg"]["threshold"]) > 0
+
+
+def test_batch_cli_fails_when_no_file_can_be_read(tmp_path, capsys):
+    from pneumonia.__main__ import main
+
+    (tmp_path / "a.jpeg").write_bytes(b"not a jpeg")
+    (tmp_path / "b.png").write_bytes(b"")
+    out = tmp_path / "out.csv"
+    assert main(["predict", str(tmp_path / "a.jpeg"), str(tmp_path / "b.png"), "--csv", str(out), "--quiet"]) == 1
+    assert "none of the 2 files could be read" in capsys.readouterr().err
+    assert len(out.read_text().splitlines()) == 3  # the header and a row with its error for each
 
 
 def test_gate_distance_matches_an_independent_mahalanobis(predictor, film_paths):
@@ -80,8 +127,8 @@ def test_gate_distance_matches_an_independent_mahalanobis(predictor, film_paths)
     from pneumonia.ood import describe_inputs
 
     _, batch = predictor.preprocess(film_paths[0])
-    logits, features = predictor._forward(batch)
-    d = describe_inputs(batch, features.numpy())[0] - predictor.gate.mean
+    logits, features = predictor.run_network(batch)
+    d = describe_inputs(batch, features)[0] - predictor.gate.mean
     covariance = np.linalg.inv(predictor.gate.precision)
     expected = float(d @ np.linalg.solve(covariance, d))
     assert predictor.predict(film_paths[0]).chest_xray_distance == pytest.approx(expected, rel=1e-3)
