@@ -152,12 +152,9 @@ def rates_by_group(labels: np.ndarray, verdicts: np.ndarray, keys: Sequence[str]
 def explain_pneumonia(predictor: Predictor, image) -> tuple[Prediction, np.ndarray]:
     """The product's prediction for a film and the Grad-CAM map of the PNEUMONIA class.
 
-    ``predict(explain=True)`` returns the map of the predicted class, and none for UNKNOWN. The
-    pointing game asks where the evidence *for pneumonia* is, whatever the verdict, so for a film
-    called NORMAL or UNKNOWN the PNEUMONIA map is read from the predictor's own explain pass,
-    which computes both classes' maps at once (``Predictor._forward_explain``, the same traced
-    graph ``predict`` uses; a public way to ask for a class is requested from the owner of
-    ``inference.py``).
+    The pointing game asks where the evidence *for pneumonia* is, whatever the verdict, so the
+    PNEUMONIA map is read from ``Prediction.class_heatmaps`` (both classes' maps of the same pass
+    that ``predict(explain=True)`` makes), also for a film called NORMAL or UNKNOWN.
 
     Args:
         predictor: the loaded model.
@@ -168,12 +165,7 @@ def explain_pneumonia(predictor: Predictor, image) -> tuple[Prediction, np.ndarr
         the PNEUMONIA map, ``float32 (h, w)`` in ``[0, 1]`` at the explained layer's grid.
     """
     prediction = predictor.predict(image, explain=True)
-    pneumonia = predictor.class_names.index(CLASS_NAMES[1])
-    if prediction.label == CLASS_NAMES[1]:
-        return prediction, prediction.heatmap
-    _, batch = predictor.preprocess(image)
-    cams = predictor._forward_explain(batch)[2].numpy()  # (2 classes, 1, h, w)
-    return prediction, cams[pneumonia, 0].astype(np.float32)
+    return prediction, prediction.class_heatmaps[predictor.class_names[1]]
 
 
 def heatmap_peak(heatmap: np.ndarray, frame: tuple[int, int]) -> tuple[int, int]:

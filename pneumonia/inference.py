@@ -70,6 +70,8 @@ class Prediction:
         image: the decoded film, ``float32 (H, W)`` in ``[0, 1]`` (for re-rendering overlays).
         heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` of the label's class when
             ``explain=True``, else ``None``.
+        class_heatmaps: with ``explain=True``, both classes' maps from the same pass,
+            ``{class name: float32 (h, w)}`` (also for UNKNOWN, for evaluation only), else ``None``.
         overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``, at most
             ``max_overlay_side`` pixels on its longer side.
         chest_xray_distance: squared Mahalanobis distance from the training films (see
@@ -89,6 +91,7 @@ class Prediction:
     logit: float
     image: Optional[np.ndarray] = None
     heatmap: Optional[np.ndarray] = None
+    class_heatmaps: Optional[dict[str, np.ndarray]] = None
     overlay: Optional[Image.Image] = None
     chest_xray_distance: Optional[float] = None
     colourfulness: float = 0.0
@@ -336,11 +339,15 @@ class Predictor:
         result = self.to_prediction(float(logits[0]), batch[0, ..., 0],
                                     None if distances is None else float(distances[0]),
                                     film.colourfulness, film.header, film.gray)
-        if not explain or result.label == UNKNOWN:
+        if not explain:
+            return result
+        # The one pass gives both classes' maps; evaluation reads the PNEUMONIA map whatever the label.
+        result.class_heatmaps = {name: maps[i, 0].astype(np.float32) for i, name in enumerate(self.class_names)}
+        if result.label == UNKNOWN:
             return result
         # The label was decided by the calibrated threshold (not at logit 0 in general); its
         # class's map is the one to show.
-        result.heatmap = maps[self.class_names.index(result.label), 0].astype(np.float32)
+        result.heatmap = result.class_heatmaps[result.label]
         result.overlay = render_overlay(film.gray, result.heatmap, alpha, max_overlay_side)
         return result
 
