@@ -65,17 +65,15 @@ class TrainConfig:
 
 
 def augment_batch(images, seed_generator):
-    """Random intensity changes for a batch of training films.
+    """Random intensity changes for a batch of training films (:func:`adjust_intensity` with
+    parameters drawn per film).
 
     Args:
         images: ``float32`` tensor ``(B, S, S, 1)`` in ``[0, 1]``.
         seed_generator: a ``keras.random.SeedGenerator`` (keeps runs reproducible).
 
     Returns:
-        Tensor of the same shape, still in ``[0, 1]``: per film, the window ``[low, high]`` with
-        ``low ~ U(0, 0.12)``, ``high ~ U(0.88, 1)`` stretched to ``[0, 1]``, gamma
-        ``exp(U(-0.4, 0.4))``, a blur (``t > 0``) or unsharp mask (``t < 0``) of strength
-        ``t ~ U(-0.6, 1)`` with a Gaussian of sigma 2 px, and Gaussian noise of s.d. ``U(0, 0.03)``.
+        Tensor of the same shape, still in ``[0, 1]``.
     """
     import keras
     import tensorflow as tf
@@ -85,18 +83,35 @@ def augment_batch(images, seed_generator):
     def uniform(low, high):
         return keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed_generator)
 
+    return adjust_intensity(images, low=uniform(0.0, 0.12), high=uniform(0.88, 1.0), log_gamma=uniform(-0.4, 0.4),
+                            blur=uniform(-0.6, 1.0), noise=uniform(0.0, 0.03) * keras.random.normal(
+                                tf.shape(images), seed=seed_generator))
+
+
+def adjust_intensity(images, low, high, log_gamma, blur, noise):
+    """Change a batch's exposure, gamma, sharpness and noise.
+
+    Args:
+        images: ``float32 (B, S, S, 1)`` in ``[0, 1]``.
+        low, high: ``(B, 1, 1, 1)``: the window ``[low, high]`` is stretched to ``[0, 1]``.
+        log_gamma: ``(B, 1, 1, 1)``: the result is raised to ``exp(log_gamma)``.
+        blur: ``(B, 1, 1, 1)``: ``t`` in ``x + t * (gaussian_blur(x, 2) - x)``: a blur for
+            ``t > 0``, an unsharp mask for ``t < 0``.
+        noise: ``(B, S, S, 1)``: added last.
+
+    Returns:
+        ``float32 (B, S, S, 1)`` clipped to ``[0, 1]``.
+    """
+    import tensorflow as tf
+
     # Exposure and processing differ between machines and hospitals: vary the window and gamma.
-    low = uniform(0.0, 0.12)
-    high = uniform(0.88, 1.0)
     x = tf.clip_by_value((images - low) / (high - low), 0.0, 1.0)
-    x = tf.pow(x + 1e-6, tf.exp(uniform(-0.4, 0.4)))
+    x = tf.pow(x + 1e-6, tf.exp(log_gamma))
     # Sharpness is a shortcut in this dataset: the training split's NORMAL films are sharper than
-    # its PNEUMONIA films (Laplacian s.d. 0.051 vs 0.040 on the 224 px copies). Blur (t > 0) or
-    # unsharp-mask (t < 0) each film by a random amount so sharpness carries no label.
-    blurred = gaussian_blur(x, sigma=2.0)
-    x = x + uniform(-0.6, 1.0) * (blurred - x)
-    x = x + uniform(0.0, 0.03) * keras.random.normal(tf.shape(x), seed=seed_generator)
-    return tf.clip_by_value(x, 0.0, 1.0)
+    # its PNEUMONIA films (Laplacian s.d. 0.051 vs 0.040 on the 224 px copies). Blurring or
+    # unsharp-masking each film by a random amount makes sharpness carry no label.
+    x = x + blur * (gaussian_blur(x, sigma=2.0) - x)
+    return tf.clip_by_value(x + noise, 0.0, 1.0)
 
 
 def gaussian_blur(images, sigma: float):
