@@ -47,7 +47,7 @@ class TrainConfig:
     input_size: int = 224
     head_width: int = 256
     freeze_until: str = "block_5_add"  # backbone layers up to this one keep their ImageNet weights
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 32
     learning_rate: float = 5e-4
     weight_decay: float = 1e-4
@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 42  # weights, augmentation and shuffling
     split_seed: int = 42  # the patient-wise validation splits; kept apart so seeds can vary on one split
     augment: bool = True
-    swa_epochs: int = 5  # average the weights of the last N epochs
+    swa_epochs: int = 4  # average the weights of the last N epochs
     limit: int = 0  # films per class and population, 0 = all; for smoke tests
 
 
