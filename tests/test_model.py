@@ -11,7 +11,7 @@ from pneumonia.model import METADATA_FILENAME, MODEL_FILENAME, ModelMetadata, bu
 
 
 def test_build_model_maps_batch_to_one_logit():
-    model = build_model(64, widths=(8, 8, 16))
+    model = build_model(64, head_width=8)
     out = model(np.random.default_rng(0).random((2, 64, 64, 1), dtype=np.float32))
     assert tuple(out.shape) == (2, 1)
     assert model.get_layer("last_conv") is not None
@@ -19,7 +19,7 @@ def test_build_model_maps_batch_to_one_logit():
 
 def test_model_is_invariant_to_linear_intensity_changes():
     """Per-image standardisation: a film at half the brightness gives the same logit."""
-    model = build_model(64, widths=(8, 8, 16))
+    model = build_model(64, head_width=8)
     x = np.random.default_rng(1).random((1, 64, 64, 1), dtype=np.float32)
     a = float(model(x, training=False)[0, 0])
     b = float(model(x * 0.5 + 0.25, training=False)[0, 0])
