@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 # Defined in pneumonia.metrics; importable from here as well, for train.py.
-from pneumonia.metrics import expected_calibration_error  # noqa: F401
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:

