@@ -32,8 +32,9 @@ from pneumonia.distribute import run_sharded
 from pneumonia.errors import ModelLoadError, PneumoniaError
 from pneumonia.gradcam import build_network_functions, overlay_heatmap
 from pneumonia.model import ModelMetadata, load_model, resolve_model_dir
-from pneumonia.notes import UNKNOWN_REASONS
+from pneumonia.notes import UNKNOWN_REASONS, describe_caution
 from pneumonia.ood import FEATURE_LAYER, OodGate, describe_inputs, looks_lateral
+from pneumonia.population import PopulationProbe, choose_population
 from pneumonia.preprocessing import (
     Film,
     ImageSource,
@@ -51,7 +52,7 @@ UNKNOWN = "UNKNOWN"
 OVERLAY_MAX_SIDE = 1024
 # The fields of Prediction.to_dict(), in order: the verdict every interface serialises.
 VERDICT_FIELDS = ("label", "pneumonia_probability", "normal_probability", "threshold", "is_chest_xray",
-                  "reason", "age_group")
+                  "reason", "age_group", "population", "population_source", "caution")
 
 
 @dataclasses.dataclass
@@ -83,6 +84,12 @@ class Prediction:
         reason: why the label is UNKNOWN, in words a person can act on; ``None`` otherwise.
         age_group: the patient's age band from a DICOM header (e.g. ``"1-5 years"``, see
             :data:`pneumonia.dicom.AGE_GROUPS`), ``None`` when unknown. Never the exact age.
+        population: ``"child"`` or ``"adult"``: whose operating point (temperature, threshold)
+            decided the label (:func:`pneumonia.population.choose_population`); ``None`` for a
+            model with one operating point.
+        population_source: how the population was known: the DICOM age or the image.
+        caution: a sentence when the film belongs to a population the evaluation shows the model
+            is weaker on, with the measured figures (:func:`pneumonia.notes.describe_caution`).
     """
 
     label: str
@@ -98,6 +105,9 @@ class Prediction:
     is_chest_xray: bool = True
     reason: Optional[str] = None
     age_group: Optional[str] = None
+    population: Optional[str] = None
+    population_source: Optional[str] = None
+    caution: Optional[str] = None
 
     def to_dict(self) -> dict:
         """The verdict as plain data, the one serialisation every interface uses (app API, CLI, docs).
@@ -107,7 +117,7 @@ class Prediction:
             "normal_probability", "threshold", "is_chest_xray", "reason", "age_group"}``; the
             probabilities are ``None`` when the label is UNKNOWN (no diagnosis is made then),
             ``reason`` says why in words (else ``None``), ``age_group`` is the DICOM age band or
-            ``None``.
+            ``None``; ``population``, ``population_source`` and ``caution`` as on the prediction.
         """
         known = self.label != UNKNOWN
         return {
@@ -118,6 +128,9 @@ class Prediction:
             "is_chest_xray": bool(self.is_chest_xray),
             "reason": self.reason,
             "age_group": self.age_group,
+            "population": self.population,
+            "population_source": self.population_source,
+            "caution": self.caution,
         }
 
     @property
@@ -144,6 +157,20 @@ class FileResult(NamedTuple):
         distance = self.prediction.chest_xray_distance
         return {"path": self.path, **self.prediction.to_dict(),
                 "chest_xray_distance": None if distance is None else round(distance, 2), "error": ""}
+
+
+class BatchScores(NamedTuple):
+    """What one network pass gives for a batch of ``N`` films, ``float64`` arrays.
+
+    Attributes:
+        logits: ``(N,)`` the network's outputs.
+        distances: ``(N,)`` the gate's distances, ``None`` when the model ships no gate.
+        adult_probabilities: ``(N,)`` the population probe's P(adult), ``None`` without a probe.
+    """
+
+    logits: np.ndarray
+    distances: Optional[np.ndarray]
+    adult_probabilities: Optional[np.ndarray]
 
 
 def find_unknown_cause(header: Optional[DicomHeader], gate: Optional[OodGate], distance: Optional[float],
@@ -177,10 +204,12 @@ def find_unknown_cause(header: Optional[DicomHeader], gate: Optional[OodGate], d
 class Predictor:
     """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls."""
 
-    def __init__(self, model, metadata: ModelMetadata, gate: Optional[OodGate] = None, strategy=None):
+    def __init__(self, model, metadata: ModelMetadata, gate: Optional[OodGate] = None, strategy=None,
+                 probe: Optional[PopulationProbe] = None):
         self.model = model
         self.metadata = metadata
         self.gate = gate
+        self.probe = probe
         # A tf.distribute strategy with several replicas splits batches across them (see
         # run_network); None or a single replica runs everything on the default device.
         self.strategy = strategy
@@ -208,7 +237,13 @@ class Predictor:
                 gate = OodGate.load(model_dir)
             except (OSError, KeyError, ValueError) as exc:
                 raise ModelLoadError(f"The chest X-ray gate file in {model_dir} is missing or corrupt ({exc}).") from None
-        return cls(model, metadata, gate, strategy)
+        probe = None
+        if metadata.populations.get("probe"):
+            try:
+                probe = PopulationProbe.load(model_dir)
+            except (OSError, KeyError, ValueError) as exc:
+                raise ModelLoadError(f"The population probe file in {model_dir} is missing or corrupt ({exc}).") from None
+        return cls(model, metadata, gate, strategy, probe)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -236,28 +271,36 @@ class Predictor:
         return film, to_batch(resize_image(film.gray, self.metadata.input_size))
 
     def to_prediction(self, logit: float, model_input: np.ndarray, distance: Optional[float] = None,
-                      colourfulness: float = 0.0, header: Optional[DicomHeader] = None,
-                      gray: Optional[np.ndarray] = None) -> Prediction:
-        """Calibrate one logit, apply the threshold, and answer UNKNOWN with a reason where the
-        upload is not a frontal chest film (:func:`find_unknown_cause`).
+                      adult_probability: Optional[float] = None, colourfulness: float = 0.0,
+                      header: Optional[DicomHeader] = None, gray: Optional[np.ndarray] = None) -> Prediction:
+        """Choose the population's operating point, calibrate one logit, apply the threshold, and
+        answer UNKNOWN with a reason where the upload is not a frontal chest film
+        (:func:`find_unknown_cause`).
 
         Args:
             logit: the network's output for the film.
             model_input: the film as the model saw it, ``float32 (S, S)`` in ``[0, 1]``.
             distance: the gate's distance, ``None`` without a gate.
+            adult_probability: the population probe's P(adult), ``None`` without a probe.
             colourfulness: the upload's mean chroma.
             header: the DICOM header facts, ``None`` for other formats.
             gray: the decoded film to keep on the prediction (for overlays), or ``None``.
         """
-        p = float(apply_temperature(np.array([logit]), self.metadata.temperature)[0])
+        age_group = None if header is None else header.age_group
+        population, source = choose_population(age_group, adult_probability)
+        if population not in self.metadata.populations:
+            population, source = None, None  # a model with one operating point
+        temperature, threshold = self.metadata.operating_point(population)
+        p = float(apply_temperature(np.array([logit]), temperature)[0])
         negative, positive = self.class_names
         cause = find_unknown_cause(header, self.gate, distance, colourfulness, model_input)
-        label = UNKNOWN if cause else positive if p >= self.metadata.threshold else negative
+        label = UNKNOWN if cause else positive if p >= threshold else negative
         return Prediction(label=label, probabilities={negative: 1.0 - p, positive: p},
-                          threshold=float(self.metadata.threshold), logit=float(logit), image=gray,
+                          threshold=threshold, logit=float(logit), image=gray,
                           chest_xray_distance=distance, colourfulness=colourfulness,
                           is_chest_xray=cause is None, reason=UNKNOWN_REASONS[cause] if cause else None,
-                          age_group=None if header is None else header.age_group)
+                          age_group=age_group, population=population, population_source=source,
+                          caution=None if cause else describe_caution(population, self.metadata.metrics))
 
     def run_network(self, batch: np.ndarray, explain: bool = False) -> tuple[np.ndarray, ...]:
         """Run the network on a model-ready batch: the one place it is called.
@@ -285,31 +328,20 @@ class Predictor:
             return tuple(run_sharded(self.strategy, self._network.forward, batch))
         return tuple(output.numpy() for output in self._network.forward(batch))
 
-    def describe_batch(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Logits and gate descriptions for a model-ready batch.
+    def score_batch(self, batch: np.ndarray) -> BatchScores:
+        """Logits, gate distances and P(adult) for a model-ready batch, from one network pass.
 
         Args:
             batch: ``float32 (N, S, S, 1)`` in ``[0, 1]``.
-
-        Returns:
-            ``(logits (N,), descriptions (N, D))``, ``float64`` (see :func:`pneumonia.ood.describe_inputs`).
         """
         logits, features = self.run_network(batch)
-        return logits.astype(np.float64), describe_inputs(batch, features)
+        return self.read_scores(batch, logits, features)
 
-    def score_batch(self, batch: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Logits and gate distances for a model-ready batch.
-
-        Args:
-            batch: ``float32 (N, S, S, 1)`` in ``[0, 1]``.
-
-        Returns:
-            ``(logits (N,), distances (N,) or None when no gate ships)``, ``float64``.
-        """
-        if self.gate is None:
-            return self.run_network(batch)[0].astype(np.float64), None
-        logits, descriptions = self.describe_batch(batch)
-        return logits, self.gate.distances(descriptions)
+    def read_scores(self, batch: np.ndarray, logits: np.ndarray, features: np.ndarray) -> BatchScores:
+        """:class:`BatchScores` from a pass's logits and pooled features ``(N, C)``."""
+        distances = None if self.gate is None else self.gate.distances(describe_inputs(batch, features))
+        adult = None if self.probe is None else self.probe.adult_probability(features)
+        return BatchScores(np.asarray(logits, np.float64), distances, adult)
 
     def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
                 max_overlay_side: Optional[int] = OVERLAY_MAX_SIDE) -> Prediction:
@@ -333,12 +365,11 @@ class Predictor:
         film, batch = self.preprocess(image)
         if explain:
             logits, features, maps = self.run_network(batch, explain=True)
-            distances = None if self.gate is None else self.gate.distances(describe_inputs(batch, features))
+            scores = self.read_scores(batch, logits, features)
         else:
-            logits, distances = self.score_batch(batch)
-        result = self.to_prediction(float(logits[0]), batch[0, ..., 0],
-                                    None if distances is None else float(distances[0]),
-                                    film.colourfulness, film.header, film.gray)
+            scores = self.score_batch(batch)
+        result = self.to_prediction(**scores_of(scores, 0), model_input=batch[0, ..., 0],
+                                    colourfulness=film.colourfulness, header=film.header, gray=film.gray)
         if not explain:
             return result
         # The one pass gives both classes' maps; evaluation reads the PNEUMONIA map whatever the label.
@@ -399,14 +430,23 @@ class Predictor:
         predictions = {}
         if good:
             batch = np.stack([loaded[i][0].gray for i in good])[..., None].astype(np.float32)
-            logits, distances = self.score_batch(batch)
+            scores = self.score_batch(batch)
             for j, i in enumerate(good):
                 film = loaded[i][0]
-                predictions[i] = self.to_prediction(float(logits[j]), film.gray,
-                                                    None if distances is None else float(distances[j]),
-                                                    film.colourfulness, film.header)
+                predictions[i] = self.to_prediction(**scores_of(scores, j), model_input=film.gray,
+                                                    colourfulness=film.colourfulness, header=film.header)
         for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
             yield FileResult(str(path), predictions.get(i), error)
+
+
+def scores_of(scores: BatchScores, index: int) -> dict:
+    """Film ``index``'s ``logit``, ``distance`` and ``adult_probability`` as floats (``None`` where
+    the model has no gate or probe), keyed as :meth:`Predictor.to_prediction` takes them."""
+    def pick(values):
+        return None if values is None else float(values[index])
+
+    return {"logit": float(scores.logits[index]), "distance": pick(scores.distances),
+            "adult_probability": pick(scores.adult_probabilities)}
 
 
 def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,

@@ -76,6 +76,13 @@ class ModelMetadata:
     populations: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
 
+    def operating_point(self, population: str | None) -> tuple[float, float]:
+        """``(temperature, threshold)`` fitted for ``population``, else the model-wide pair."""
+        fitted = self.populations.get(population) if population else None
+        if not fitted:
+            return float(self.temperature), float(self.threshold)
+        return float(fitted["temperature"]), float(fitted["threshold"])
+
     def to_json(self) -> str:
         """Serialise to an indented JSON string."""
         data = dataclasses.asdict(self)
@@ -103,10 +110,15 @@ class ModelMetadata:
             raise ModelLoadError(f"metadata input_size {self.input_size!r} is not a valid side")
         if len(self.class_names) != 2:
             raise ModelLoadError(f"metadata must name 2 classes, got {list(self.class_names)}")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise ModelLoadError(f"metadata threshold {self.threshold!r} is not in (0, 1)")
-        if not (math.isfinite(float(self.temperature)) and float(self.temperature) > 0):
-            raise ModelLoadError(f"metadata temperature {self.temperature!r} must be > 0")
+        pairs = {"": {"temperature": self.temperature, "threshold": self.threshold}}
+        pairs.update({f" ({name})": fitted for name, fitted in self.populations.items()
+                      if isinstance(fitted, dict) and "threshold" in fitted})
+        for where, fitted in pairs.items():
+            threshold, temperature = fitted.get("threshold"), fitted.get("temperature")
+            if not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:
+                raise ModelLoadError(f"metadata threshold{where} {threshold!r} is not in (0, 1)")
+            if not isinstance(temperature, (int, float)) or not (math.isfinite(temperature) and temperature > 0):
+                raise ModelLoadError(f"metadata temperature{where} {temperature!r} must be > 0")
 
 
 def build_model(input_size: int, head_width: int = 256, dropout: float = 0.2, seed: int = 0,

@@ -118,6 +118,43 @@ _SPLIT_NAMES = (("test", "Held-out test set"),
                 ("validation", "Validation split (it chose the epoch and the calibration, so optimistic)"))
 
 
+# The figures a caution compares between populations, in the order it states them.
+CAUTION_FIGURES = (("roc_auc", "ROC AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
+
+
+def describe_caution(population: str | None, metrics: dict) -> str | None:
+    """A visible caution for a film of a population the model was measured weaker on, else ``None``.
+
+    Children's films are most of the training data and their test split is the reference. An adult
+    film gets a caution when the model's recorded adult test figures (``metrics["adult_test"]``)
+    are below its children's (``metrics["test"]``) on any of :data:`CAUTION_FIGURES`, quoting
+    both; or when no adult figures were ever recorded.
+
+    Args:
+        population: ``"child"``, ``"adult"`` or ``None`` (see :mod:`pneumonia.population`).
+        metrics: the model's ``metadata.metrics``.
+
+    Returns:
+        One sentence, or ``None``.
+    """
+    if population != "adult":
+        return None
+    adult, child = metrics.get("adult_test"), metrics.get("test") or {}
+    if not adult:
+        return ("Adult film: this model was never tested on adults' films, so its answer here has no "
+                "measured accuracy. Read it with extra caution.")
+    weaker = [key for key, _ in CAUTION_FIGURES if key in child and adult.get(key, 1.0) < child[key]]
+    if not weaker:
+        return None
+
+    def figures(found: dict) -> str:
+        return ", ".join(f"{name} {found[key]:.2f}" for key, name in CAUTION_FIGURES if key in found)
+
+    return (f"Adult film: this model is weaker on adults. On {adult.get('n', 'its')} adult test films it "
+            f"reached {figures(adult)}, against {figures(child)} on children's films. "
+            "Read its answer with extra caution.")
+
+
 def format_model_card(metadata, retention_s: int | None = None) -> str:
     """The model card as Markdown: data, figures with 95% intervals, intended use and limits.
 

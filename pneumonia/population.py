@@ -15,9 +15,46 @@ from pathlib import Path
 
 import numpy as np
 
+from pneumonia.dicom import AGE_GROUPS
 from pneumonia.model import load_metadata, update_metadata
 
 PROBE_FILENAME = "population.npz"
+ADULT_AGE = 18.0
+# Where the population of a verdict came from, in words shown beside it.
+FROM_AGE = "DICOM patient age"
+FROM_IMAGE = "estimated from the image"
+
+
+def population_from_age_group(age_group: str | None) -> str | None:
+    """``"adult"`` for an age band starting at 18 years or more, ``"child"`` below, ``None`` unknown.
+
+    Args:
+        age_group: a label of :data:`pneumonia.dicom.AGE_GROUPS`, or ``None``.
+    """
+    lower = {label: low for low, label in AGE_GROUPS}.get(age_group)
+    if lower is None:
+        return None
+    return "adult" if lower >= ADULT_AGE else "child"
+
+
+def choose_population(age_group: str | None, adult_probability: float | None) -> tuple[str | None, str | None]:
+    """The population whose operating point reads a film, and how it was known.
+
+    Args:
+        age_group: the DICOM age band, or ``None``.
+        adult_probability: the probe's P(adult) for the film in ``[0, 1]``, or ``None`` when the
+            model has no probe.
+
+    Returns:
+        ``(population, source)``: the DICOM age decides when given (:data:`FROM_AGE`), else the
+        probe at 0.5 (:data:`FROM_IMAGE`); ``(None, None)`` when neither is known.
+    """
+    population = population_from_age_group(age_group)
+    if population is not None:
+        return population, FROM_AGE
+    if adult_probability is None:
+        return None, None
+    return ("adult" if adult_probability >= 0.5 else "child"), FROM_IMAGE
 
 
 @dataclasses.dataclass(frozen=True)
