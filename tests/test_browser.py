@@ -1,9 +1,11 @@
 """End to end in a real browser: Debian's Chromium driven by Playwright against ``python app.py``.
 
 Loads the page, picks an example, analyses it, moves the opacity slider and flips the
-original/overlay toggle, and saves the screenshots shown in the README (``docs/``) at desktop
-(1280 px) and phone (390 px) widths. Never downloads a browser: it uses /usr/bin/chromium
-(``apt-get install chromium``) and skips, saying why, only when that or Playwright is missing.
+original/overlay toggle; uploads and presses Analyze at once, again and again, and checks the
+verdict stays; at desktop (1280 px) and phone (390 px) widths. With ``PNEUMONIA_SCREENSHOTS=1`` it
+also rewrites the screenshots shown in the README (``docs/``); otherwise it leaves the tree alone.
+Never downloads a browser: it uses /usr/bin/chromium (``apt-get install chromium``) and skips,
+saying why, only when that or Playwright is missing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EXAMPLE = "PNEUMONIA 1"  # the first bundled film graded PNEUMONIA
 ANALYSIS_TIMEOUT_MS = 180_000  # a generous bound for a loaded 2-core CI machine, not a target
+WRITE_SCREENSHOTS = os.environ.get("PNEUMONIA_SCREENSHOTS") == "1"
+VERDICT = "#verdict .verdict.pneumonia, #verdict .verdict.normal, #verdict .verdict.unknown"
+# How long a verdict must survive after it first appears: longer than any preview or clear
+# that raced it took to land (a fraction of a second), short enough to repeat.
+SETTLE_MS = 2500
+RACE_REPEATS = 4
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed "
                                "(pip install -r requirements-dev.txt)")
@@ -79,8 +87,7 @@ def analyse_example(page, example: str = EXAMPLE) -> None:
     page.get_by_role("button", name=example, exact=True).click()
     page.locator("#film img").wait_for()  # the preview of the chosen film
     page.get_by_role("button", name="Analyze", exact=True).click()
-    page.locator("#verdict .verdict.pneumonia, #verdict .verdict.normal, #verdict .verdict.unknown").wait_for(
-        timeout=ANALYSIS_TIMEOUT_MS)
+    page.locator(VERDICT).wait_for(timeout=ANALYSIS_TIMEOUT_MS)
     wait_for_new_overlay(page, "")
 
 
@@ -120,9 +127,10 @@ def test_example_to_verdict_with_heatmap_controls(page_at, width, name):
         assert (page.locator(selector).first.get_attribute("alt") or "").strip(), selector
 
     assert not has_horizontal_scroll(page), f"horizontal scroll at {width} px"
-    page.locator("#verdict").scroll_into_view_if_needed()
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / f"screenshot-{name}.png"), full_page=True)
+    if WRITE_SCREENSHOTS:  # tracked files: rewritten only when asked
+        page.locator("#verdict").scroll_into_view_if_needed()
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / f"screenshot-{name}.png"), full_page=True)
 
 
 def test_idle_page_fits_a_phone(page_at):
@@ -149,8 +157,7 @@ def test_keyboard_only_from_example_to_verdict(page_at):
     page.locator("#film img").wait_for()
     tab_to("Analyze")
     page.keyboard.press("Enter")
-    page.locator("#verdict .verdict.normal, #verdict .verdict.pneumonia, #verdict .verdict.unknown").wait_for(
-        timeout=ANALYSIS_TIMEOUT_MS)
+    page.locator(VERDICT).wait_for(timeout=ANALYSIS_TIMEOUT_MS)
 
 
 def test_unreadable_file_shows_an_error_in_words(page_at, tmp_path):
@@ -171,3 +178,65 @@ def test_oversized_file_is_refused_in_the_page(page_at, tmp_path):
         handle.truncate(int(app.MAX_FILE_SIZE.removesuffix("mb")) * 1024 * 1024 + 1)
     page.locator("#upload input[type=file]").set_input_files(str(big))
     page.get_by_text("maximum allowed size", exact=False).first.wait_for()
+
+
+# ---- the verdict race: a result must never be wiped, nor shown beside another film -------------
+
+@pytest.fixture(scope="module")
+def expected_labels(url, example_paths):
+    """What the app's API answers for each bundled film (tests/test_app.py ties it to the library)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    return {path: client.predict(handle_file(str(path)), api_name="/predict")[2]["label"] for path in example_paths}
+
+
+def two_films_with_different_verdicts(expected_labels) -> tuple[Path, Path]:
+    by_label = {}
+    for path, label in sorted(expected_labels.items()):
+        by_label.setdefault(label, path)
+    assert len(by_label) >= 2, f"every example gets the same verdict: {by_label}"
+    first, second = sorted(by_label)[:2]
+    return by_label[first], by_label[second]
+
+
+def assert_verdict_stays(page, label: str) -> None:
+    """The verdict for ``label`` appears, and is still there, whole, once every pending event landed."""
+    page.locator(VERDICT).wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+    page.wait_for_timeout(SETTLE_MS)
+    banner = page.locator("#verdict .verdict")
+    assert banner.count() == 1
+    assert banner.first.get_attribute("class").split() == ["verdict", label.lower()], page.locator(
+        "#verdict").inner_text()
+    assert page.locator("#verdict h2").inner_text().strip() == label
+    assert page.locator("#confidences").inner_text().strip(), "confidences were wiped"
+    if label != "UNKNOWN":
+        assert overlay_src(page), "overlay was wiped"
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_analyze_pressed_at_once_keeps_the_verdict(page_at, width, expected_labels):
+    films = two_films_with_different_verdicts(expected_labels)
+    for attempt in range(RACE_REPEATS):
+        page = page_at(width, 900 if width > 600 else 844)
+        film = films[attempt % 2]
+        page.locator("#upload input[type=file]").set_input_files(str(film))
+        page.get_by_role("button", name="Analyze", exact=True).click()
+        assert_verdict_stays(page, expected_labels[film])
+        page.close()
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_example_then_another_upload_at_once_shows_the_upload(page_at, width, expected_labels, example_paths):
+    films = two_films_with_different_verdicts(expected_labels)
+    for attempt in range(RACE_REPEATS // 2):
+        page = page_at(width, 900 if width > 600 else 844)
+        upload, other = films[attempt % 2], films[1 - attempt % 2]
+        # The example button of the film with the other verdict, then at once a different upload.
+        truth = other.parent.name
+        index = sorted(p for p in example_paths if p.parent.name == truth).index(other) + 1
+        page.get_by_role("button", name=f"{truth} {index}", exact=True).click()
+        page.locator("#upload input[type=file]").set_input_files(str(upload))
+        page.get_by_role("button", name="Analyze", exact=True).click()
+        assert_verdict_stays(page, expected_labels[upload])
+        page.close()
