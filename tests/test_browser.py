@@ -226,17 +226,40 @@ def test_analyze_pressed_at_once_keeps_the_verdict(page_at, width, expected_labe
         page.close()
 
 
+def example_button(film: Path, example_paths) -> str:
+    """The name of ``film``'s example button, e.g. ``PNEUMONIA 1``."""
+    truth = film.parent.name
+    return f"{truth} {sorted(p for p in example_paths if p.parent.name == truth).index(film) + 1}"
+
+
+def film_in_upload(page, films) -> Path:
+    """Which of ``films`` the upload box holds (its name is shown there)."""
+    shown = page.locator("#upload").inner_text()
+    held = [film for film in films if film.stem in shown]
+    assert len(held) == 1, shown
+    return held[0]
+
+
 @pytest.mark.parametrize("width", [1280, 390])
-def test_example_then_another_upload_at_once_shows_the_upload(page_at, width, expected_labels, example_paths):
-    films = two_films_with_different_verdicts(expected_labels)
+def test_switching_films_at_once_shows_the_verdict_of_the_film_held(page_at, width, expected_labels, example_paths):
+    """Example, clear, another upload and Analyze in a burst; then an upload, an example and Analyze."""
+    first, second = two_films_with_different_verdicts(expected_labels)
     for attempt in range(RACE_REPEATS // 2):
         page = page_at(width, 900 if width > 600 else 844)
-        upload, other = films[attempt % 2], films[1 - attempt % 2]
-        # The example button of the film with the other verdict, then at once a different upload.
-        truth = other.parent.name
-        index = sorted(p for p in example_paths if p.parent.name == truth).index(other) + 1
-        page.get_by_role("button", name=f"{truth} {index}", exact=True).click()
-        page.locator("#upload input[type=file]").set_input_files(str(upload))
+        example, other = (first, second) if attempt % 2 == 0 else (second, first)
+        page.get_by_role("button", name=example_button(example, example_paths), exact=True).click()
+        page.get_by_role("button", name="Clear", exact=True).first.click()
+        page.locator("#upload input[type=file]").set_input_files(str(other))
         page.get_by_role("button", name="Analyze", exact=True).click()
-        assert_verdict_stays(page, expected_labels[upload])
+        assert_verdict_stays(page, expected_labels[other])
+        assert film_in_upload(page, (first, second)) == other
+
+        page.get_by_role("button", name="Clear", exact=True).first.click()
+        page.locator("#upload input[type=file]").set_input_files(str(other))
+        page.get_by_role("button", name=example_button(example, example_paths), exact=True).click()
+        page.get_by_role("button", name="Analyze", exact=True).click()
+        page.locator(VERDICT).wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+        page.wait_for_timeout(SETTLE_MS)
+        # Whichever film the upload box ended up holding, the verdict is that film's.
+        assert_verdict_stays(page, expected_labels[film_in_upload(page, (first, second))])
         page.close()
