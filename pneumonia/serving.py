@@ -203,12 +203,13 @@ class AppProcess:
     Args:
         model_dir: the model folder to serve (``PNEUMONIA_MODEL_DIR``); ``None``: the app's default.
         log_path: where the child's output goes; ``None``: a file in a temporary folder.
-        env: more environment variables for the child.
+        env: more environment variables for the child; a value of ``None`` removes the variable.
         port: the port; ``None``: a free one.
+        stop_timeout: seconds :meth:`close` waits after SIGTERM before SIGKILL.
     """
 
     def __init__(self, model_dir: Optional[Path] = None, log_path: Optional[Path] = None,
-                 env: Optional[Mapping[str, str]] = None, port: Optional[int] = None, stop_timeout: float = 30.0):
+                 env: Optional[Mapping[str, Optional[str]]] = None, port: Optional[int] = None, stop_timeout: float = 30.0):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="pneumonia-appprocess-"))
@@ -218,7 +219,11 @@ class AppProcess:
                         GRADIO_ANALYTICS_ENABLED="False", TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         if model_dir is not None:
             self.env["PNEUMONIA_MODEL_DIR"] = str(model_dir)
-        self.env.update(env or {})
+        for key, value in (env or {}).items():
+            if value is None:
+                self.env.pop(key, None)
+            else:
+                self.env[key] = value
         self.stop_timeout = stop_timeout
         self.process: Optional[subprocess.Popen] = None
         self.started = 0.0
@@ -255,6 +260,19 @@ class AppProcess:
         if self.up_after is None:
             raise RuntimeError(f"app not up after {timeout:.0f} s:\n{self.log()}")
         return self.up_after
+
+    def run_to_exit(self, timeout: float = 300.0) -> tuple[int, str]:
+        """Start the child, wait for it to exit by itself and clean up (for start-up failures).
+
+        Returns:
+            ``(exit code, everything it printed)``.
+        """
+        self.start()
+        try:
+            code = self.process.wait(timeout=timeout)
+            return code, self.log_path.read_text(errors="replace")
+        finally:
+            self.close()
 
     def log(self) -> str:
         """The end of the child's output."""

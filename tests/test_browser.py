@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
-from apprun import running_app
+
+from pneumonia.serving import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -42,8 +43,8 @@ def url(tmp_path_factory):
     from pneumonia.model import resolve_model_dir
 
     log_path = tmp_path_factory.mktemp("browser") / "app.log"
-    with running_app(resolve_model_dir(), log_path) as (address, _):
-        yield address
+    with AppProcess(resolve_model_dir(), log_path) as served_app:
+        yield served_app.url
 
 
 @pytest.fixture(scope="module")
