@@ -7,29 +7,22 @@ its events: the analysis is :mod:`pneumonia.inference`, the page's text and styl
 """
 
 import argparse
-import logging
 import os
-import secrets
 import threading
-import traceback
 from pathlib import Path
 
 from pneumonia import serving, ui
-from pneumonia.errors import ModelLoadError, PneumoniaError
+from pneumonia.errors import ModelLoadError
 from pneumonia.inference import OVERLAY_MAX_SIDE, Predictor, make_preview, render_overlay
 from pneumonia.notes import FINDINGS, format_model_card
 from pneumonia.preprocessing import read_image
-from pneumonia.serving import MAX_FILE_SIZE
+from pneumonia.serving import MAX_FILE_SIZE  # the upload limit, also read by the tests
 
 # Gradio is imported where it is used: it reads GRADIO_SERVER_PORT when imported and fails with a
 # stack trace on a bad value, which main() reports in one sentence first.
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
-API_DESCRIPTION = ("Classify one chest X-ray (DICOM, JPEG, PNG, TIFF, BMP or WebP) and explain it. Returns the "
-                   "calibrated confidences (gr.Label), the Grad-CAM overlay at heatmap opacity `alpha` (none for "
-                   "UNKNOWN) and the verdict: Prediction.to_dict(), whose `label` is the thresholded answer.")
-logger = logging.getLogger("pneumonia.app")
 
 
 def list_examples(folder: Path = EXAMPLES_DIR) -> list[tuple[str, str]]:
@@ -48,32 +41,6 @@ def launch_options() -> dict:
     return {"max_file_size": MAX_FILE_SIZE, "footer_links": ["api", "settings"], "theme": theme}
 
 
-def to_cache_file(image, component, name: str) -> str | None:
-    """Write ``image`` to a new folder of ``component``'s cache and return the file's path.
-
-    Gradio 6.31 saves a returned PIL image under a folder named by the hash of its bytes and
-    rewrites it in place, so two requests producing the same image (two users on the same
-    example) truncate the file while the first is still downloading it. A folder per image avoids
-    that; ``delete_cache`` removes it like any other output. The file carries no metadata.
-    """
-    if image is None:
-        return None
-    folder = Path(component.GRADIO_CACHE) / secrets.token_hex(16)
-    folder.mkdir(parents=True)
-    image.save(folder / name, **({"quality": 90} if name.endswith(".jpeg") else {}))
-    return str(folder / name)
-
-
-def describe_failure(exc: Exception) -> str:
-    """One sentence for a person; unexpected errors are logged by type and place only (messages may quote the upload)."""
-    if isinstance(exc, PneumoniaError):
-        return str(exc)[:1].upper() + str(exc)[1:]
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
-    logger.error("analysis failed: %s at %s", type(exc).__name__, where)
-    return "The analysis failed unexpectedly. Try another file."
-
-
 def build_demo(predictor):
     """Lay out the page over a loaded :class:`pneumonia.Predictor` and return the ``gr.Blocks`` app.
 
@@ -89,7 +56,7 @@ def build_demo(predictor):
         try:
             return predictor.predict(film, explain=True, alpha=alpha, max_overlay_side=OVERLAY_MAX_SIDE), None
         except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a trace
-            return None, describe_failure(exc)
+            return None, serving.describe_failure(exc)
 
     def draw(kept, alpha, view):
         """The overlay (or the plain film) from a kept result: no model call."""
@@ -97,7 +64,7 @@ def build_demo(predictor):
         if heatmap is None:
             return None
         shown = film if view == ui.VIEWS[1] else render_overlay(read_image(film), heatmap, alpha)
-        return to_cache_file(shown, overlay, "overlay.jpeg")
+        return serving.save_image(shown, overlay.GRADIO_CACHE, "overlay.jpeg")
 
     def show(film, alpha, view, kept, request: gr.Request):
         """The whole result area for the current film, opacity and view (see the wiring below)."""
@@ -112,7 +79,7 @@ def build_demo(predictor):
                 page = (None, None, None, ui.error_banner(problem), ui.NOTES_PLACEHOLDER, None)
             else:
                 verdict, kept = result.to_dict(), (key, make_preview(result.image, OVERLAY_MAX_SIDE), result.heatmap)
-                page = (to_cache_file(make_preview(result.image), film_view, "film.png"),
+                page = (serving.save_image(make_preview(result.image), film_view.GRADIO_CACHE, "film.png"),
                         ui.format_confidences(verdict, result.probabilities), draw(kept, alpha, view),
                         ui.verdict_html(verdict), FINDINGS.get(verdict["label"], FINDINGS["UNKNOWN"]), kept)
         # A newer event of this page started meanwhile: it draws the page, this one stands down.
@@ -125,7 +92,7 @@ def build_demo(predictor):
             raise gr.Error(problem, title="Cannot analyse this file", print_exception=False)
         verdict = result.to_dict()
         return (ui.format_confidences(verdict, result.probabilities),
-                to_cache_file(result.overlay, overlay, "overlay.jpeg"), verdict)
+                serving.save_image(result.overlay, overlay.GRADIO_CACHE, "overlay.jpeg"), verdict)
 
     examples = list_examples()
     # The bundled films are served from examples/ itself rather than copied into the temporary
@@ -190,7 +157,7 @@ def build_demo(predictor):
         analyze_button.click(None, js=ui.SCROLL_TO_RESULT_JS)
         # The API: its own event, triggered by no control on the page, sharing the page's analysis slots.
         gr.on([], predict, inputs=[upload, opacity], outputs=[confidences, overlay, verdict], api_name="predict",
-              api_description=API_DESCRIPTION, concurrency_id="analysis")
+              api_description=ui.API_DESCRIPTION, concurrency_id="analysis")
     demo.queue(default_concurrency_limit=serving.CONCURRENCY_LIMIT, max_size=serving.QUEUE_MAX_SIZE)
     return demo
 

@@ -23,7 +23,9 @@ import collections
 import contextlib
 import ctypes
 import itertools
+import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import urllib.request
 from pathlib import Path
 from typing import Mapping, Optional
@@ -56,6 +59,8 @@ CACHE_TTL_S = 3600  # default age at which uploads, previews and overlays are de
 # heatmap, about 1 MB) is dropped this long after its analysis.
 STATE_TTL_S = 900
 RESERVED_PORTS = (7860, 7861)  # the default port and the next: left to apps people run by hand
+
+logger = logging.getLogger("pneumonia.app")
 
 
 class StartError(PneumoniaError):
@@ -157,6 +162,37 @@ def use_private_temp_dir() -> str:
 def exit_on_sigterm() -> None:
     """Make SIGTERM (docker stop, systemd) exit like Ctrl+C, so exit handlers run."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
+def save_image(image, cache_dir: str | Path, name: str) -> Optional[str]:
+    """Write ``image`` (a PIL image, or ``None``) to a new folder under ``cache_dir``; return its path.
+
+    Gradio 6.31 saves a returned PIL image under a folder named by the hash of its bytes and
+    rewrites it in place, so two requests producing the same image (two users on the same
+    example) truncate the file while the first is still downloading it. A folder per image avoids
+    that; ``delete_cache`` removes it like any other output. The file carries no metadata; a
+    ``.jpeg`` name is saved at quality 90.
+    """
+    if image is None:
+        return None
+    folder = Path(cache_dir) / secrets.token_hex(16)
+    folder.mkdir(parents=True)
+    image.save(folder / name, **({"quality": 90} if name.endswith(".jpeg") else {}))
+    return str(folder / name)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """What to tell a person about a failed analysis, in one sentence.
+
+    A :class:`~pneumonia.errors.PneumoniaError` says itself; anything else is logged by type and
+    code location only (messages may quote the upload) and described in general terms.
+    """
+    if isinstance(exc, PneumoniaError):
+        return str(exc)[:1].upper() + str(exc)[1:]
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
+    logger.error("analysis failed: %s at %s", type(exc).__name__, where)
+    return "The analysis failed unexpectedly. Try another file."
 
 
 class LatestRequests:

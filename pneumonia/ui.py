@@ -19,6 +19,9 @@ TITLE = "Chest X-ray pneumonia screening"
 INTRO = (f"# {TITLE}\nUpload a frontal chest X-ray (image or DICOM) or pick an example: a CNN answers "
          "NORMAL or PNEUMONIA with a calibrated probability and a Grad-CAM heatmap of where it looked "
          "(**Analyze** runs it again).")
+API_DESCRIPTION = ("Classify one chest X-ray (DICOM, JPEG, PNG, TIFF, BMP or WebP) and explain it. Returns the "
+                   "calibrated confidences (gr.Label), the Grad-CAM overlay at heatmap opacity `alpha` (none for "
+                   "UNKNOWN) and the verdict: Prediction.to_dict(), whose `label` is the thresholded answer.")
 NOTES_PLACEHOLDER = "What the result means, what to look for on the film and when to escalate appear here."
 # On a phone the result sits below the examples: bring it (and its progress bar) into view.
 SCROLL_TO_RESULT_JS = """() => { if (window.innerWidth < 768) {

@@ -55,6 +55,11 @@ def browser():
         browser.close()
 
 
+def height_for(width: int) -> int:
+    """A desktop window's height, or a phone's (390 x 844)."""
+    return 900 if width > 600 else 844
+
+
 @pytest.fixture
 def page_at(browser, url):
     """Open the app in a fresh page of the given viewport width."""
@@ -85,9 +90,12 @@ def wait_for_new_overlay(page, old: str) -> str:
 
 
 def wait_until_idle(page) -> None:
-    """Until no event of the page is queued or running (the verdict area shows no progress)."""
-    page.wait_for_function("() => { const text = document.querySelector('#verdict')?.innerText || '';"
-                           " return !/processing|queue/i.test(text); }", timeout=ANALYSIS_TIMEOUT_MS)
+    """Until no event of the page is queued or running: the verdict area shows its banner alone,
+    without the progress (status, timer, queue position) Gradio lays over it."""
+    page.wait_for_function("() => { const area = document.querySelector('#verdict');"
+                           " const banner = area && area.querySelector('.verdict');"
+                           " return !!banner && area.innerText.trim() === banner.innerText.trim(); }",
+                           timeout=ANALYSIS_TIMEOUT_MS)
 
 
 def analyse_example(page, example: str = EXAMPLE) -> None:
@@ -106,10 +114,10 @@ def has_horizontal_scroll(page) -> bool:
 
 @pytest.mark.parametrize("width, name", [(1280, "desktop"), (390, "phone")])
 def test_example_to_verdict_with_heatmap_controls(page_at, width, name):
-    page = page_at(width, 900 if width > 600 else 844)
+    page = page_at(width, height_for(width))
     analyse_example(page)
 
-    verdict = page.locator("#verdict").inner_text()
+    verdict = page.locator("#verdict .verdict").inner_text()
     assert verdict.split()[0] in ("NORMAL", "PNEUMONIA") and "threshold" in verdict and "%" in verdict
     assert "PNEUMONIA" in page.locator("#confidences").inner_text()
     assert page.locator("#notes").inner_text().strip().startswith("What the model's label means")
@@ -123,7 +131,7 @@ def test_example_to_verdict_with_heatmap_controls(page_at, width, name):
     assert page.locator("#opacity input[type=number]").input_value() == "0.7"
     second = wait_for_new_overlay(page, first)
     wait_until_idle(page)
-    assert page.locator("#verdict").inner_text() == verdict
+    assert page.locator("#verdict .verdict").inner_text() == verdict
 
     # Original / overlay toggle.
     page.get_by_label("Original").check()
@@ -238,7 +246,7 @@ def assert_verdict_stays(page, label: str) -> None:
 def test_analyze_pressed_at_once_keeps_the_verdict(page_at, width, expected_labels):
     films = two_films_with_different_verdicts(expected_labels)
     for attempt in range(RACE_REPEATS):
-        page = page_at(width, 900 if width > 600 else 844)
+        page = page_at(width, height_for(width))
         film = films[attempt % 2]
         page.locator("#upload input[type=file]").set_input_files(str(film))
         page.get_by_role("button", name="Analyze", exact=True).click()
@@ -265,7 +273,7 @@ def test_switching_films_at_once_shows_the_verdict_of_the_film_held(page_at, wid
     """Example, clear, another upload and Analyze in a burst; then an upload, an example and Analyze."""
     first, second = two_films_with_different_verdicts(expected_labels)
     for attempt in range(RACE_REPEATS // 2):
-        page = page_at(width, 900 if width > 600 else 844)
+        page = page_at(width, height_for(width))
         example, other = (first, second) if attempt % 2 == 0 else (second, first)
         page.get_by_role("button", name=example_button(example, example_paths), exact=True).click()
         page.get_by_role("button", name="Clear", exact=True).first.click()
