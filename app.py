@@ -143,13 +143,15 @@ def build_demo(predictor):
         with gr.Accordion("Model card: data, figures, intended use and limits", open=False):
             gr.Markdown(format_model_card(predictor.metadata, retention_s=min(ttl, 600) + ttl))
 
-        # The result area has ONE writer: a new film, Analyze, opacity and view all trigger the
-        # same event, whose outputs are a pure function of (film, opacity, view): it analyses the
-        # film (or, for the film already on show, only redraws the overlay), so the preview and
-        # the verdict it writes always belong to one film. "always_last" runs one of them at a
-        # time per page, the next with the latest inputs; should two still overlap, the one that
-        # started first returns gr.skip(). No handler clears a result, so nothing can land after
-        # an analysis and wipe it, and a result is never shown beside another film.
+        # The result area has ONE writer. (Issue 12: the upload's own handler used to clear the
+        # result, ran beside the analysis and, landing last, wiped the fresh verdict.) A new film,
+        # Analyze, opacity and view all trigger this one event, and its outputs are a pure function
+        # of (film, opacity, view), never of which control fired (Gradio re-runs a deferred
+        # "always_last" event under its first trigger): it analyses the film, or for the film
+        # already on show only redraws the overlay, so the preview and verdict it writes belong to
+        # one film. "always_last" runs one at a time per page, the next with the latest inputs;
+        # should two still overlap, the one that started first returns gr.skip(). Nothing clears
+        # a result, so nothing can land after an analysis and wipe it.
         gr.on([upload.change, analyze_button.click, opacity.input, view.input], show,
               inputs=[upload, opacity, view, state], outputs=[film_view, confidences, overlay, banner, notes, state],
               trigger_mode="always_last", concurrency_id="analysis", api_visibility="private",
