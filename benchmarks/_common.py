@@ -5,18 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+
+from pneumonia.serving import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # The largest bundled film (1024 x 967, 8-bit JPEG): the "full-resolution example".
@@ -99,16 +96,6 @@ def check(name: str, value: float, target: float, unit: str = "", higher_is_bett
     return f"{name:<44} {value:9.3f}{unit:<6} (target {sign} {target:g}{unit})  {'met' if met else 'NOT MET'}"
 
 
-def free_port() -> int:
-    """A free TCP port on the loopback interface (never 7860/7861, which other sessions use)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in (7860, 7861):
-            return port
-
-
 def rss_mb(pid: int) -> tuple[float, float]:
     """``(current, peak)`` resident set size of a process in MB (``VmRSS``, ``VmHWM``)."""
     fields = {}
@@ -139,73 +126,23 @@ def analyze(client, path: Path = EXAMPLE):
     return client.predict(handle_file(str(path)), api_name="/predict")
 
 
-class AppServer:
-    """``python app.py`` in a child process on a free loopback port; a context manager.
+class AppServer(AppProcess):
+    """``python app.py`` in a child process on a free loopback port (:class:`pneumonia.serving.AppProcess`,
+    the launcher the tests use too), with the benchmarks' quiet environment and measurements.
 
-    The child's output goes to a log file (printed if it fails to start); ``close`` sends SIGTERM,
-    which the app turns into a clean exit, and SIGKILL after 15 s.
+    ``with AppServer() as server`` returns once the app answers; ``server.wait_until_up()`` then
+    gives the seconds it took from the start.
     """
 
-    def __init__(self, port: Optional[int] = None, env: Optional[dict] = None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.workdir = tempfile.mkdtemp(prefix="pneumonia-bench-")
-        self.log_path = Path(self.workdir) / "app.log"
-        self.extra_env = env or {}
-        self.process: Optional[subprocess.Popen] = None
-        self.started = 0.0
-
-    def start(self) -> "AppServer":
-        env = {**os.environ, **QUIET_ENV, "GRADIO_SERVER_NAME": "127.0.0.1",
-               "GRADIO_SERVER_PORT": str(self.port), **self.extra_env}
-        self._log = open(self.log_path, "w")
-        self.started = time.perf_counter()
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        return self
-
-    def wait_until_up(self, timeout: float = 120.0) -> float:
-        """Poll the page until it answers; returns seconds since ``start``."""
-        deadline = self.started + timeout
-        while time.perf_counter() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"app exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "config", timeout=2) as response:
-                    if response.status == 200:
-                        return time.perf_counter() - self.started
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"app not up after {timeout:.0f} s:\n{self.log()}")
+    def __init__(self, port: int | None = None, env: dict | None = None):
+        super().__init__(env={**QUIET_ENV, **(env or {})}, port=port, stop_timeout=15)
 
     def client(self):
         """A new ``gradio_client.Client`` (its own session) for this app."""
-        return make_client(self.url, str(Path(self.workdir) / "downloads"))
+        return make_client(self.url, str(self.workdir / "downloads"))
 
     def rss_mb(self) -> tuple[float, float]:
         return rss_mb(self.process.pid)
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.process.pid)
-
-    def log(self) -> str:
-        return self.log_path.read_text()[-4000:] if self.log_path.exists() else ""
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> "AppServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -1,13 +1,14 @@
-"""The app over HTTP: gradio_client round trips, the UNKNOWN outcome, errors and a full queue.
+"""The app over HTTP: gradio_client round trips, the UNKNOWN outcome, errors and a full queue;
+and the page's verdict banner as HTML.
 
-Each app is launched in this process on a free loopback port and closed at the end.
+Each app is launched in this process on a free loopback port and closed at the end (the real
+``python app.py`` process is tests/test_security.py's and tests/test_browser.py's).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import threading
 from pathlib import Path
 
@@ -16,15 +17,11 @@ import pytest
 from PIL import Image
 
 import app
+from pneumonia import ui
+from pneumonia.serving import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -63,25 +60,26 @@ def confidences_of(label_output: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in label_output.get("confidences") or []}
 
 
-def test_predict_endpoint_is_named_and_takes_the_file_first(client):
+def test_predict_endpoint_is_named_and_returns_only_named_outputs(client):
     info = client.view_api(print_info=False, return_format="dict")
     endpoint = info["named_endpoints"]["/predict"]
-    first, second = endpoint["parameters"][:2]
-    assert first["component"] == "File" and not first["parameter_has_default"]
-    assert second["component"] == "Slider" and second["parameter_default"] == pytest.approx(0.4)
-    assert [r["component"] for r in endpoint["returns"][:3]] == ["Label", "Image", "Json"]
-    # Only the analysis is an API; preview and overlay re-rendering are page-only events.
-    assert list(info["named_endpoints"]) == ["/predict"]
+    film, alpha = endpoint["parameters"]
+    assert (film["parameter_name"], film["component"], film["parameter_has_default"]) == ("film", "File", False)
+    assert (alpha["parameter_name"], alpha["component"]) == ("alpha", "Slider")
+    assert alpha["parameter_default"] == pytest.approx(0.4)
+    returns = [(r["label"], r["component"]) for r in endpoint["returns"]]
+    assert returns == [("Calibrated confidence", "Label"), ("Grad-CAM overlay", "Image"), ("Verdict", "Json")]
+    # Only the analysis is an API: the page's own event (preview, banner, notes, redraws) is not.
+    assert list(info["named_endpoints"]) == ["/predict"] and not info["unnamed_endpoints"]
+    assert "to_dict" in endpoint["description"]
 
 
 def test_every_example_round_trips_like_the_library(client, predictor, example_paths):
     assert example_paths, "no bundled examples"
     for path in example_paths:
-        label_output, overlay_path, verdict, *_ = client.predict(handle_file(str(path)), api_name="/predict")
+        label_output, overlay_path, verdict = client.predict(handle_file(str(path)), api_name="/predict")
         expected = predictor.predict(path)
-        assert verdict["label"] == expected.label, path.name
-        assert verdict["threshold"] == pytest.approx(expected.threshold)
-        assert verdict["pneumonia_probability"] == pytest.approx(expected.pneumonia_probability, abs=1e-4)
+        assert verdict == expected.to_dict(), path.name  # one verdict contract: exactly the library's
         got = confidences_of(label_output)
         assert set(got) == set(expected.probabilities)
         for name, p in expected.probabilities.items():
@@ -103,21 +101,42 @@ def test_overlay_opacity_is_honoured(client, predictor, example_paths):
     assert np.abs(b - a).mean() > 3
 
 
-def test_verdict_banner_states_probability_and_threshold(client, predictor, example_paths):
-    _, _, _, banner, notes, *_ = client.predict(handle_file(str(example_paths[-1])), api_name="/predict")
-    expected = predictor.predict(example_paths[-1])
-    assert f'class="verdict {expected.label.lower()}"' in banner
-    assert f"{expected.pneumonia_probability:.1%}" in banner and f"{expected.threshold:.1%}" in banner
-    assert notes == app.FINDINGS[expected.label]
+def test_verdict_banner_states_probability_and_threshold(predictor, example_paths):
+    verdict = predictor.predict(example_paths[-1]).to_dict()
+    banner = ui.verdict_html(verdict)
+    assert 'class="verdict {}"'.format(verdict["label"].lower()) in banner
+    assert f"{verdict['pneumonia_probability']:.1%}" in banner and f"{verdict['threshold']:.1%}" in banner
+    assert "age group" not in banner
 
 
-def test_unreadable_upload_is_refused_in_words(client, tmp_path):
+def test_unknown_banner_gives_the_reason_and_no_probability():
+    verdict = {"label": "UNKNOWN", "pneumonia_probability": None, "normal_probability": None, "threshold": 0.31,
+               "is_chest_xray": False, "reason": "A lateral view: <only frontal films> are assessed."}
+    banner = ui.verdict_html(verdict)
+    assert 'class="verdict unknown"' in banner and "%" not in banner
+    assert "A lateral view: &lt;only frontal films&gt; are assessed." in banner
+    # Before the reason was given (older verdicts) the banner still says why in general terms.
+    assert ui.UNKNOWN_TEXT in ui.verdict_html({**verdict, "reason": None})
+    assert ui.UNKNOWN_TEXT in ui.verdict_html({k: v for k, v in verdict.items() if k != "reason"})
+
+
+def test_age_group_is_shown_beside_the_verdict_when_given(predictor, example_paths):
+    verdict = predictor.predict(example_paths[0]).to_dict()
+    assert "age group" not in ui.verdict_html(verdict)
+    banner = ui.verdict_html({**verdict, "age_group": "child (1-5 years)"})
+    heading = banner.split("<h2>")[1].split("</h2>")[0]
+    assert heading.startswith(verdict["label"]) and "age group child (1-5 years)" in heading
+
+
+@pytest.mark.parametrize("content, words", [(b"this is not an image", "not an image format"),
+                                            (b"", "empty")])
+def test_unreadable_upload_is_refused_in_words(client, tmp_path, content, words):
     bad = tmp_path / "film.png"
-    bad.write_bytes(b"this is not an image")
+    bad.write_bytes(content)
     with pytest.raises(Exception) as info:
         client.predict(handle_file(str(bad)), api_name="/predict")
     message = str(info.value)
-    assert "Traceback" not in message and "not an image format" in message
+    assert "Traceback" not in message and words in message, message
 
 
 class _FixedPredictor:
@@ -137,13 +156,12 @@ class _FixedPredictor:
 
 def test_unknown_is_not_presented_as_a_diagnosis(predictor, example_paths, tmp_path):
     with serve(_FixedPredictor(predictor, "UNKNOWN"), tmp_path) as local_url:
-        label_output, overlay, verdict, banner, notes, *_ = Client(local_url, verbose=False).predict(
+        label_output, overlay, verdict = Client(local_url, verbose=False).predict(
             handle_file(str(example_paths[0])), api_name="/predict")
     assert label_output["label"] == "UNKNOWN" and not confidences_of(label_output)
     assert verdict["label"] == "UNKNOWN" and verdict["pneumonia_probability"] is None
+    assert verdict["normal_probability"] is None
     assert overlay is None
-    assert 'class="verdict unknown"' in banner and "%" not in banner
-    assert notes == app.FINDINGS["UNKNOWN"]
 
 
 class _GatedPredictor:

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +21,7 @@ import pytest
 from PIL import Image
 
 import app
-from apprun import free_port, running_app
+from pneumonia.serving import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # Patient details planted in a DICOM upload; none may surface in logs, replies or returned files.
@@ -67,8 +64,9 @@ def make_dicom(path: Path, film: Path) -> Path:
 def served(tiny_model_dir, tmp_path_factory):
     """One app for the whole module: its URL, process and log file."""
     log_path = tmp_path_factory.mktemp("log") / "app.log"
-    with running_app(tiny_model_dir, log_path) as (url, process):
-        yield url, process, log_path
+    # As `python app.py` runs on a workstation: no GRADIO_SERVER_NAME.
+    with AppProcess(tiny_model_dir, log_path, env={"GRADIO_SERVER_NAME": None}) as served_app:
+        yield served_app.url, served_app.process, log_path
 
 
 # ---- serving only what it should -------------------------------------------------------------
@@ -133,11 +131,11 @@ def test_no_patient_details_in_logs_replies_or_returned_files(served, example_pa
     broken = tmp_path / "Doe_Jane_broken.dcm"
     broken.write_bytes(dicom.read_bytes()[:600])  # header intact, pixels cut off
 
-    label, overlay_path, verdict, banner, notes, _ = client.predict(handle_file(str(dicom)), api_name="/predict")
+    label, overlay_path, verdict = client.predict(handle_file(str(dicom)), api_name="/predict")
     with pytest.raises(Exception) as refused:
         client.predict(handle_file(str(broken)), api_name="/predict")
 
-    replies = json.dumps([label, verdict, banner, notes]) + str(refused.value)
+    replies = json.dumps([label, verdict]) + str(refused.value)
     overlay_bytes = Path(overlay_path).read_bytes()
     with Image.open(io.BytesIO(overlay_bytes)) as overlay:
         assert not overlay.getexif() and "comment" not in overlay.info and "icc_profile" not in overlay.info
@@ -164,7 +162,8 @@ def test_uploads_age_out_and_the_temp_folder_goes_at_exit(tiny_model_dir, exampl
     """With a 2 s lifetime every upload, preview and overlay is deleted; at exit the folder is."""
     from gradio_client import Client, handle_file
 
-    with running_app(tiny_model_dir, tmp_path / "app.log", PNEUMONIA_CACHE_TTL_S="2") as (url, process):
+    with AppProcess(tiny_model_dir, tmp_path / "app.log", env={"PNEUMONIA_CACHE_TTL_S": "2"}) as served_app:
+        url, process = served_app.url, served_app.process
         stored = upload(url, "Doe_Jane.jpeg", example_paths[0].read_bytes()).json()[0]
         temp_dir = Path(stored).parent.parent
         assert temp_dir.name.startswith("pneumonia-app-") and temp_dir.parent == Path(tempfile.gettempdir())
@@ -182,11 +181,9 @@ def test_uploads_age_out_and_the_temp_folder_goes_at_exit(tiny_model_dir, exampl
 
 # ---- start-up -----------------------------------------------------------------------------------
 
-def _start(model_dir: Path, **env) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PNEUMONIA_MODEL_DIR": str(model_dir), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_SERVER_PORT": str(free_port()), "GRADIO_ANALYTICS_ENABLED": "False", **env}
-    return subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=300)
+def _start(model_dir: Path, **env) -> tuple[int, str]:
+    """``python app.py`` run until it gives up: its exit code and output."""
+    return AppProcess(model_dir, env=env).run_to_exit(timeout=300)
 
 
 def _broken_model(kind: str, tiny_model_dir: Path, folder: Path) -> Path:
@@ -214,20 +211,53 @@ def _broken_model(kind: str, tiny_model_dir: Path, folder: Path) -> Path:
 @pytest.mark.parametrize("kind", ["missing folder", "no metadata", "metadata not JSON", "no model file",
                                   "corrupt model file", "input size disagrees", "three classes"])
 def test_broken_model_stops_start_up_with_one_sentence(kind, tiny_model_dir, tmp_path):
-    result = _start(_broken_model(kind, tiny_model_dir, tmp_path / "model"))
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
+    code, output = _start(_broken_model(kind, tiny_model_dir, tmp_path / "model"))
+    assert code != 0
     assert "Traceback" not in output and "Running on" not in output
-    last = result.stderr.strip().splitlines()[-1]
+    last = output.strip().splitlines()[-1]
     assert last.startswith("Cannot start: ") and last.endswith("."), last
     assert sum("Cannot start" in line for line in output.splitlines()) == 1
 
 
-def test_busy_port_stops_start_up_with_one_sentence(tiny_model_dir):
+def listening_addresses(port: int) -> set[str]:
+    """The IPv4 addresses a socket LISTENs on at ``port`` on this machine (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, hex_port = local.partition(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+def test_app_listens_on_loopback_only_by_default(served):
+    url, _, _ = served
+    assert listening_addresses(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
+
+
+def test_default_address_is_this_machine_and_a_space_can_widen_it():
+    from pneumonia.serving import read_address
+
+    assert read_address({}) == ("127.0.0.1", 7860)
+    assert read_address({"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7861"}) == ("0.0.0.0", 7861)
+
+
+# A model folder that does not exist: a start-up that got as far as loading the model would say so.
+@pytest.mark.parametrize("port", ["abc", "0", "70000", "78 60", "-1"])
+def test_bad_port_is_refused_in_one_sentence_before_the_model_loads(port, tmp_path):
+    code, output = _start(tmp_path / "no-model", GRADIO_SERVER_PORT=port)
+    assert code != 0 and "Traceback" not in output
+    assert output.strip().splitlines() == [
+        f"Cannot start: GRADIO_SERVER_PORT must be a port number from 1 to 65535, not {port.strip()!r}."]
+
+
+def test_busy_port_is_reported_before_the_model_loads(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
-        result = _start(tiny_model_dir, GRADIO_SERVER_PORT=str(sock.getsockname()[1]))
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("Cannot start: ")
+        port = sock.getsockname()[1]
+        code, output = _start(tmp_path / "no-model", GRADIO_SERVER_PORT=str(port))
+    assert code != 0 and "Traceback" not in output
+    assert output.strip().splitlines() == [
+        f"Cannot start: port {port} on 127.0.0.1 is already in use; set GRADIO_SERVER_PORT to another port."]
