@@ -41,6 +41,8 @@ BANNER_CSS = """
 .verdict.error { background: #fef2f2; border-color: #b91c1c; color: #7f1d1d; }
 .verdict.idle { border-style: dashed; border-left-width: 1px; color: #4b5563; }
 .verdict .age { font-size: .9rem; font-weight: 400; letter-spacing: 0; margin-left: .5em; opacity: .85; }
+.verdict .caution { margin: 6px 0; padding: 6px 10px; border-radius: 6px; background: #fff8e1; color: #5b4500;
+  border: 1px solid #e0b84c; }
 .track { position: relative; height: 10px; margin: 12px 0 4px; border-radius: 5px;
   background: rgba(0, 0, 0, .10); }
 .fill { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 5px; background: #6b7280; }
@@ -95,7 +97,8 @@ def verdict_html(verdict: Mapping) -> str:
         verdict: :meth:`pneumonia.inference.Prediction.to_dict`. A verdict with no probability
             (``UNKNOWN``: not a frontal chest film) gets a grey banner with the ``reason`` instead,
             since the classifier's output means nothing for such an image. An ``age_group``, when
-            present, is shown beside the label.
+            present, is shown beside the label; the ``population`` whose threshold decided it, and
+            how it was known, beside the threshold; a ``caution`` above the probability.
 
     Returns:
         HTML.
@@ -114,11 +117,17 @@ def verdict_html(verdict: Mapping) -> str:
     p, t = float(p), float(verdict["threshold"])
     side = "at or above" if p >= t else "below"
     label_at = min(max(t, 0.12), 0.88)  # keep the "threshold" caption clear of "0%" and "100%"
+    population = verdict.get("population")
+    whose = (f" for {html.escape(str(population))}ren's films" if population == "child" else
+             f" for {html.escape(str(population))}s' films" if population else "")
+    known_by = f" (population {html.escape(str(verdict.get('population_source')))})" if population else ""
+    caution = verdict.get("caution")
     return (
         f'<div class="verdict {kind}" role="status" aria-live="polite">'
         f"<h2>{heading}</h2>"
-        f"<p>Calibrated probability of pneumonia <strong>{p:.1%}</strong>, {side} the operating "
-        f"threshold of <strong>{t:.1%}</strong>.</p>"
+        + (f'<p class="caution"><strong>Caution.</strong> {html.escape(str(caution))}</p>' if caution else "")
+        + f"<p>Calibrated probability of pneumonia <strong>{p:.1%}</strong>, {side} the operating "
+        f"threshold{whose} of <strong>{t:.1%}</strong>{known_by}.</p>"
         f'<div class="track" aria-hidden="true"><div class="fill" style="width:{p:.1%}"></div>'
         f'<div class="cut" style="left:{t:.1%}"></div></div>'
         f'<div class="scale" aria-hidden="true"><span>0%</span>'

@@ -128,6 +128,18 @@ def test_age_group_is_shown_beside_the_verdict_when_given(predictor, example_pat
     assert heading.startswith(verdict["label"]) and "age group child (1-5 years)" in heading
 
 
+def test_caution_and_population_are_shown_with_the_verdict(predictor, example_paths):
+    verdict = predictor.predict(example_paths[0]).to_dict()
+    plain = ui.verdict_html({**verdict, "population": None, "caution": None})
+    assert "Caution" not in plain and "population" not in plain
+    banner = ui.verdict_html({**verdict, "population": "adult", "population_source": "DICOM patient age",
+                              "caution": "Adult film: <weaker> on adults."})
+    assert "<strong>Caution.</strong> Adult film: &lt;weaker&gt; on adults." in banner
+    assert "threshold for adults' films" in banner and "(population DICOM patient age)" in banner
+    child = ui.verdict_html({**verdict, "population": "child", "population_source": "estimated from the image"})
+    assert "threshold for children's films" in child and "Caution" not in child
+
+
 @pytest.mark.parametrize("content, words", [(b"this is not an image", "not an image format"),
                                             (b"", "empty")])
 def test_unreadable_upload_is_refused_in_words(client, tmp_path, content, words):
