@@ -37,14 +37,16 @@ def test_shipped_metadata_describes_the_network(predictor):
     meta = predictor.metadata
     assert predictor.model.input_shape == (None, meta.input_size, meta.input_size, 1)
     assert 0 < meta.threshold < 1 and meta.temperature > 0
-    assert meta.training["train_films"] > 1000
+    films = meta.training["train_films"]  # per population since r12
+    assert (sum(films.values()) if isinstance(films, dict) else films) > 1000
     assert "validation" in meta.metrics
 
 
 def test_shipped_model_file_is_small():
     from pneumonia.model import resolve_model_dir
 
-    assert (resolve_model_dir() / MODEL_FILENAME).stat().st_size < 5_000_000
+    # Hugging Face Spaces refuse plain-git files over 10 MB.
+    assert (resolve_model_dir() / MODEL_FILENAME).stat().st_size < 10_000_000
 
 
 @pytest.mark.parametrize(
