@@ -719,14 +719,3 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         record_in_metadata(result, args.model)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m pneumonia.evaluate``."""
-    parser = argparse.ArgumentParser(prog="python -m pneumonia evaluate", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -114,8 +114,10 @@ _METRIC_NAMES = (
     ("roc_auc", "ROC AUC"),
     ("precision", "Positive predictive value"),
 )
-_SPLIT_NAMES = (("test", "Held-out test set"),
-                ("validation", "Validation split (it chose the epoch and the calibration, so optimistic)"))
+_SPLIT_NAMES = (("test", "Children's test set (Kermany test split)"),
+                ("adult_test", "Adults' test set (radiologist-boxed pneumonia films and held-out normal patients, NIH)"),
+                ("validation", "Validation split (it chose the calibration, so optimistic)"))
+_POPULATION_NAMES = {"child": "children's films", "adult": "adults' films"}
 
 
 # The figures a caution compares between populations, in the order it states them.
@@ -168,28 +170,49 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
     """
     training = getattr(metadata, "training", None) or {}
     metrics = getattr(metadata, "metrics", None) or {}
+    populations = {k: v for k, v in (getattr(metadata, "populations", None) or {}).items()
+                   if isinstance(v, dict) and "threshold" in v}
     lines = [f"**Model** version {getattr(metadata, 'version', '?')}"]
     if getattr(metadata, "architecture", ""):
         lines[0] += f": {metadata.architecture}"
     lines[0] += f"; input {metadata.input_size} x {metadata.input_size} px grayscale."
     data = training.get("dataset") or training.get("data")
     if data:
-        counts = ", ".join(f"{training[k]} {label}" for k, label in
-                           (("train_films", "training films"), ("val_films", "validation films"))
-                           if isinstance(training.get(k), int))
-        lines.append(f"**Data.** {data}" + (f" ({counts})." if counts else "."))
-    lines.append(
-        f"**Operating point.** PNEUMONIA when the calibrated probability is at least "
-        f"{float(metadata.threshold):.1%} (temperature-scaled, fitted on the validation split)."
-    )
+        lines.append(f"**Data.** {data}" + _film_counts(training) + ".")
+    if training.get("unverified_labels"):
+        lines.append(f"**Weak labels.** {training['unverified_labels']}: NIH report labels text-mined and never "
+                     "checked by a radiologist; about half of such labels hold up on re-reading.")
+    if populations:
+        lines.append("**Operating points.** PNEUMONIA when the calibrated probability is at least " + "; ".join(
+            f"{float(v['threshold']):.1%} for {_POPULATION_NAMES.get(k, k)}" for k, v in populations.items())
+            + " (temperature scaling and threshold fitted on each population's validation films). The population "
+            "comes from a DICOM's patient age, else it is estimated from the image.")
+    else:
+        lines.append(
+            f"**Operating point.** PNEUMONIA when the calibrated probability is at least "
+            f"{float(metadata.threshold):.1%} (temperature-scaled, fitted on the validation split)."
+        )
+    tables = 0
     for key, title in _SPLIT_NAMES:
         figures = metrics.get(key)
-        if isinstance(figures, dict) and figures:
-            lines.append(_metrics_table(title, figures))
-            gate = _gate_sentence(figures.get("gate"))
-            if gate:
-                lines.append(gate)
-    if not any(isinstance(metrics.get(key), dict) and metrics.get(key) for key, _ in _SPLIT_NAMES):
+        if not isinstance(figures, dict) or not figures:
+            continue
+        nested = {k: v for k, v in figures.items() if k in _POPULATION_NAMES and isinstance(v, dict)}
+        for name, part in (nested.items() if nested else [(None, figures)]):
+            lines.append(_metrics_table(title + (f", {_POPULATION_NAMES[name]}" if name else ""), part))
+            tables += 1
+        gate = _gate_sentence(figures.get("gate"))
+        if gate:
+            lines.append(gate)
+    game = metrics.get("pointing_game")
+    if isinstance(game, dict) and isinstance(game.get("hit_rate"), (int, float)):
+        best = game.get("best_fixed_point") or {}
+        lines.append(f"**Does the heatmap point at the disease?** On the {game.get('n')} adult films with a "
+                     f"radiologist's box, the heatmap's peak lies within {game.get('tolerance_px')} px of the box on "
+                     f"{game['hit_rate']:.0%} of them" + (f", against {best['hit_rate']:.0%} for the best single fixed "
+                                                          "point" if isinstance(best.get("hit_rate"), float) else "")
+                     + ".")
+    if not tables:
         lines.append("*No evaluation figures are recorded for this model.*")
     elif not isinstance(metrics.get("test"), dict):
         lines.append("*Test-set figures are not recorded yet; the validation split guided training "
@@ -198,6 +221,18 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
     lines += [MODEL_CARD_INTENDED_USE, MODEL_CARD_LIMITS, MODEL_CARD_PRIVACY.format(retention=retention),
               DISCLAIMER]
     return "\n\n".join(lines)
+
+
+def _film_counts(training: dict) -> str:
+    """`` (4400 training films, 778 validation films)``, per population where the counts are."""
+    parts = []
+    for key, label in (("train_films", "training"), ("val_films", "validation")):
+        count = training.get(key)
+        if isinstance(count, int):
+            parts.append(f"{count} {label} films")
+        elif isinstance(count, dict):
+            parts.append(f"{label}: " + ", ".join(f"{n} {_POPULATION_NAMES.get(k, k)}" for k, n in count.items()))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _gate_sentence(gate) -> str:

@@ -577,14 +577,3 @@ def run(args: argparse.Namespace) -> int:
     train_model(args.data, args.out, config, adult_dir=args.adult, weights_cache=args.weights_cache,
                 run_name=args.run_name, log=lambda m: print(m, flush=True))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point for ``python -m pneumonia.train``."""
-    parser = argparse.ArgumentParser(prog="python -m pneumonia train", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
