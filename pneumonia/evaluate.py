@@ -381,7 +381,7 @@ def evaluate_children(predictor: Predictor, data_dir: str | Path, out_dir: Path,
 
     records, probabilities, verdicts, unreadable = predict_records(predictor, list_records(data_dir), log)
     labels = np.array([r.label for r in records])
-    threshold = predictor.metadata.threshold
+    threshold = predictor.metadata.operating_point("child")[1]
     result = {"data": str(data_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples),
               "unreadable": unreadable}
     result["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "Children")
@@ -409,7 +409,7 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
     labels = np.array([r.label for r in records])
     patients = [r.patient for r in records]
     views = [r.view or "?" for r in records]
-    threshold = predictor.metadata.threshold
+    threshold = predictor.metadata.operating_point("adult")[1]
     adult = {"data": str(adult_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples,
                                                            patients), "unreadable": unreadable}
     adult["by_view"] = {"specificity": rates_by_group(labels, verdicts, views, patients, 0, n_resamples),
@@ -576,6 +576,20 @@ def gate_section(gate: dict | None) -> list[str]:
     ]
 
 
+def operating_points(metadata: dict) -> str:
+    """The operating point(s) in one sentence: one per population where the model has them."""
+    fitted = {k: v for k, v in (metadata.get("populations") or {}).items() if isinstance(v, dict) and "threshold" in v}
+    if not fitted:
+        return (f"Operating point: PNEUMONIA when calibrated P(pneumonia) >= **{metadata.get('threshold', 0.0):.3f}** "
+                f"(chosen on the patient-wise validation split; temperature {metadata.get('temperature', 1.0):.3f}).")
+    return ("Operating points, each chosen on its population's patient-wise validation films: PNEUMONIA when "
+            "calibrated P(pneumonia) >= " + "; ".join(
+                f"**{v['threshold']:.3f}** for {k}ren" if k == "child" else f"**{v['threshold']:.3f}** for {k}s"
+                for k, v in fitted.items()) + " (temperatures " + ", ".join(
+                f"{v['temperature']:.3f}" for v in fitted.values()) + "). A film's population comes from its DICOM "
+            "age, else from the image (the population probe); the NIH JPEGs here carry no age, so the probe decides.")
+
+
 def write_report(result: dict, metadata: dict, out_dir: Path, classification_report: str = "") -> Path:
     """Write ``report.md``: the operating point, then a section per population, the pointing game and the gate."""
     lines = [
@@ -584,8 +598,7 @@ def write_report(result: dict, metadata: dict, out_dir: Path, classification_rep
         f"Model `{metadata.get('version', '?')}` ({metadata.get('architecture', '')}), "
         f"input {metadata.get('input_size')} px, evaluated on {result['date']}.",
         "",
-        f"Operating point: PNEUMONIA when calibrated P(pneumonia) >= **{metadata.get('threshold', 0.0):.3f}** "
-        f"(chosen on the patient-wise validation split; temperature {metadata.get('temperature', 1.0):.3f}). "
+        operating_points(metadata) + " "
         "Verdicts are the labels the predictor returns; an UNKNOWN verdict (not a chest X-ray, no diagnosis) "
         "counts as neither found nor cleared. AUC, ECE and the curves use every readable film's probability.",
         "",
