@@ -5,8 +5,9 @@ Kept apart from the code so a clinician can review the wording in one place.
 
 DISCLAIMER = (
     "**Decision support only, not a diagnosis.** This research demo has not been validated for "
-    "clinical use and is not a medical device. It was trained on paediatric frontal films from one "
-    "hospital; a qualified clinician must read every film."
+    "clinical use and is not a medical device. It was trained on children's frontal films from one "
+    "hospital and adults' frontal films from another, and it is measurably weaker on adults; a "
+    "qualified clinician must read every film."
 )
 
 FINDINGS = {
@@ -93,12 +94,15 @@ MODEL_CARD_INTENDED_USE = (
 )
 
 MODEL_CARD_LIMITS = (
-    "**Limits.** Trained on one public paediatric dataset (ages 1 to 5, one hospital in "
-    "Guangzhou, anterior-posterior films). Adult films, other hospitals and scanners, lateral "
-    "views, devices and lines, and conditions other than pneumonia (effusion alone, masses, "
-    "heart failure, tuberculosis, COVID-19) were not represented and may be misread. The label "
-    "does not separate bacterial from viral pneumonia. Figures come from a held-out split of the "
-    "same source, so they likely overstate performance elsewhere."
+    "**Limits.** Two public sources, one hospital each: children aged 1 to 5 (Guangzhou) and adults "
+    "and adolescents (NIH Clinical Center, USA). The adults' pneumonia labels used for training were "
+    "text-mined from reports and never checked by a radiologist, and the adult test set is small "
+    "(21 boxed pneumonia films, 76 normals), so the adult figures have wide intervals and say "
+    "nothing about other hospitals. Not covered: lateral views, neonates, intensive-care films with "
+    "lines and tubes, and conditions other than pneumonia (effusion alone, masses, heart failure, "
+    "tuberculosis, COVID-19), which may be misread. The label does not separate bacterial from viral "
+    "pneumonia, and the heatmap does not outline the lesion: on the boxed adult films its peak "
+    "fell on the radiologist's box less often than a fixed point did."
 )
 
 MODEL_CARD_PRIVACY = (
