@@ -156,7 +156,9 @@ def describe_caution(population: str | None, metrics: dict) -> str | None:
     def figures(found: dict) -> str:
         return ", ".join(f"{name} {found[key]:.2f}" for key, name in CAUTION_FIGURES if key in found)
 
-    return (f"Adult film: this model is weaker on adults. On {adult.get('n', 'its')} adult test films it "
+    names = dict(CAUTION_FIGURES)
+    return (f"Adult film: this model is weaker on adults ({', '.join(names[key] for key in weaker)}). "
+            f"On {adult.get('n', 'its')} adult test films it "
             f"reached {figures(adult)}, against {figures(child)} on children's films. "
             "Read its answer with extra caution.")
 
