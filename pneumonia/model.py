@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pneumonia.data import CLASS_NAMES
 from pneumonia.errors import ModelLoadError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
@@ -36,6 +37,7 @@ NORMALIZATION = (INPUT_CONVENTION + "; the network standardises each image itsel
 # The backbone's last ImageNet block this project keeps: at a 224 px input it gives a 14 x 14 map,
 # fine enough for the heatmap to point at a lobe (blocks 13-16 would halve it to 7 x 7).
 BACKBONE_END = "block_12_add"
+HEAD_WIDTH = 256  # channels of the head's 1x1 convolution: the pooled features the gate and probe read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +66,7 @@ class ModelMetadata:
 
     version: str
     input_size: int
-    class_names: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
+    class_names: tuple[str, ...] = CLASS_NAMES
     threshold: float = 0.5
     temperature: float = 1.0
     normalization: str = NORMALIZATION
@@ -121,7 +123,7 @@ class ModelMetadata:
                 raise ModelLoadError(f"metadata temperature{where} {temperature!r} must be > 0")
 
 
-def build_model(input_size: int, head_width: int = 256, dropout: float = 0.2, seed: int = 0,
+def build_model(input_size: int, head_width: int = HEAD_WIDTH, dropout: float = 0.2, seed: int = 0,
                 backbone_end: str = BACKBONE_END):
     """Build the pneumonia network (untrained weights).
 

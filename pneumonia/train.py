@@ -41,7 +41,7 @@ from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, iterate_batches, l
                             load_images, split_adult_records, split_by_patient)
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
 from pneumonia.metrics import compute_metrics, expected_calibration_error
-from pneumonia.model import NORMALIZATION, ModelMetadata, backbone_layer_names, build_model, load_metadata, save_model
+from pneumonia.model import HEAD_WIDTH, NORMALIZATION, ModelMetadata, backbone_layer_names, build_model, load_metadata, save_model
 from pneumonia.ood import fit_gate_for_model
 from pneumonia.population import fit_population_probe
 from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
@@ -52,7 +52,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (all stored in the metadata)."""
 
     input_size: int = 224
-    head_width: int = 256
+    head_width: int = HEAD_WIDTH
     freeze_until: str = "block_5_add"  # backbone layers up to this one keep their ImageNet weights
     epochs: int = 10
     batch_size: int = 32
