@@ -18,6 +18,7 @@ from PIL import Image
 
 from pneumonia.dicom import DicomHeader, age_group, decode_dicom, find_header_refusal
 from pneumonia.notes import UNKNOWN_REASONS
+from pneumonia.population import FROM_AGE
 from pneumonia.preprocessing import read_film
 
 from test_formats import make_dicom
@@ -83,8 +84,16 @@ def test_age_is_given_as_its_band_only(predictor, film, age, group):
     assert read_film(data).header.age_group == group
     result = predictor.predict(data)
     assert result.age_group == group
-    # The age changes nothing in the verdict but its band.
-    assert result.to_dict() == dict(predictor.predict(write(film)).to_dict(), age_group=group)
+    # The band decides whose operating point reads the film (written out by hand: adults from 18 on).
+    adult = group in ("18-64 years", "65 years and over")
+    assert (result.population, result.population_source) == ("adult" if adult else "child", FROM_AGE)
+    # Nothing else: the network's output is that of the same film without an age, and where the
+    # image alone gives the same population the verdict is the same but for the band and its source.
+    ageless = predictor.predict(write(film))
+    assert result.logit == ageless.logit
+    if ageless.population == result.population:
+        assert dict(result.to_dict(), population_source=None) == \
+            dict(ageless.to_dict(), age_group=group, population_source=None)
 
 
 @pytest.mark.parametrize("age", ["SECRET-age", "45", "Y045", "0045Y", "45 Y", "-01Y", "", "045X"])
@@ -107,22 +116,22 @@ def test_non_dicom_films_have_no_header(film_paths):
 @pytest.mark.parametrize("view", ["PA", "LL"])
 def test_the_exact_age_appears_in_no_field_message_or_log(predictor, film, caplog, tmp_path, view):
     """A 73-year-old: '65 years and over' is all that leaves the decoder, in the library, the CSV
-    and the logs; the row is the one of the same film without an age, but for the band."""
+    and the logs; the row is the one of the same film at another age in the same band (70)."""
     from pneumonia.__main__ import main as cli_main
 
     caplog.set_level(logging.DEBUG)
     caplog.clear()
     rows = {}
-    for name, tags in (("aged", {"PatientAge": "073Y"}), ("ageless", {})):
+    for name, tags in (("aged", {"PatientAge": "073Y"}), ("other", {"PatientAge": "070Y"})):
         path = tmp_path / name / "film.dcm"
         path.parent.mkdir()
         path.write_bytes(write(film, ViewPosition=view, **tags))
         out = tmp_path / f"{name}.csv"
         assert cli_main(["predict", str(path), "--csv", str(out), "--quiet"]) == 0
         (rows[name],) = list(csv.DictReader(out.open()))
-    assert rows["aged"]["age_group"] == "65 years and over" and rows["ageless"]["age_group"] == ""
-    assert {k: v for k, v in rows["aged"].items() if k not in ("path", "age_group")} == \
-           {k: v for k, v in rows["ageless"].items() if k not in ("path", "age_group")}
+    assert rows["aged"]["age_group"] == rows["other"]["age_group"] == "65 years and over"
+    assert {k: v for k, v in rows["aged"].items() if k != "path"} == \
+           {k: v for k, v in rows["other"].items() if k != "path"}
     image = decode_dicom(write(film, PatientAge="073Y"))
     assert image.header.age_group == "65 years and over" and "073" not in repr(image.header)
     texts = [r.getMessage() for r in caplog.records] + [str(v) for v in image.header if v]
