@@ -85,8 +85,8 @@ class Prediction:
         age_group: the patient's age band from a DICOM header (e.g. ``"1-5 years"``, see
             :data:`pneumonia.dicom.AGE_GROUPS`), ``None`` when unknown. Never the exact age.
         population: ``"child"`` or ``"adult"``: whose operating point (temperature, threshold)
-            decided the label (:func:`pneumonia.population.choose_population`); ``None`` for a
-            model with one operating point.
+            decided the label (:func:`pneumonia.population.choose_population`); ``None`` for
+            UNKNOWN and for a model with one operating point.
         population_source: how the population was known: the DICOM age or the image.
         caution: a sentence when the film belongs to a population the evaluation shows the model
             is weaker on, with the measured figures (:func:`pneumonia.notes.describe_caution`).
@@ -287,20 +287,20 @@ class Predictor:
             gray: the decoded film to keep on the prediction (for overlays), or ``None``.
         """
         age_group = None if header is None else header.age_group
+        cause = find_unknown_cause(header, self.gate, distance, colourfulness, model_input)
         population, source = choose_population(age_group, adult_probability)
-        if population not in self.metadata.populations:
-            population, source = None, None  # a model with one operating point
+        if cause or population not in self.metadata.populations:
+            population, source = None, None  # no diagnosis, or a model with one operating point
         temperature, threshold = self.metadata.operating_point(population)
         p = float(apply_temperature(np.array([logit]), temperature)[0])
         negative, positive = self.class_names
-        cause = find_unknown_cause(header, self.gate, distance, colourfulness, model_input)
         label = UNKNOWN if cause else positive if p >= threshold else negative
         return Prediction(label=label, probabilities={negative: 1.0 - p, positive: p},
                           threshold=threshold, logit=float(logit), image=gray,
                           chest_xray_distance=distance, colourfulness=colourfulness,
                           is_chest_xray=cause is None, reason=UNKNOWN_REASONS[cause] if cause else None,
                           age_group=age_group, population=population, population_source=source,
-                          caution=None if cause else describe_caution(population, self.metadata.metrics))
+                          caution=describe_caution(population, self.metadata.metrics))
 
     def run_network(self, batch: np.ndarray, explain: bool = False) -> tuple[np.ndarray, ...]:
         """Run the network on a model-ready batch: the one place it is called.
