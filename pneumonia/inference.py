@@ -287,13 +287,17 @@ class Predictor:
             gray: the decoded film to keep on the prediction (for overlays), or ``None``.
         """
         age_group = None if header is None else header.age_group
-        cause = find_unknown_cause(header, self.gate, distance, colourfulness, model_input)
         population, source = choose_population(age_group, adult_probability)
-        if cause or population not in self.metadata.populations:
-            population, source = None, None  # no diagnosis, or a model with one operating point
+        if population not in self.metadata.populations:
+            population, source = None, None  # a model with one operating point
+        # The probability is calibrated for the film's population even when no diagnosis is made,
+        # so evaluation ranks every film on one scale per population.
         temperature, threshold = self.metadata.operating_point(population)
         p = float(apply_temperature(np.array([logit]), temperature)[0])
         negative, positive = self.class_names
+        cause = find_unknown_cause(header, self.gate, distance, colourfulness, model_input)
+        if cause:
+            population, source = None, None  # no diagnosis: no population is named
         label = UNKNOWN if cause else positive if p >= threshold else negative
         return Prediction(label=label, probabilities={negative: 1.0 - p, positive: p},
                           threshold=threshold, logit=float(logit), image=gray,

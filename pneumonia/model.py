@@ -45,8 +45,8 @@ class ModelMetadata:
     """Everything inference needs to know about a trained network, stored beside its weights.
 
     Attributes:
-        version: this trained model's identity: run name, training date and a hash of its
-            training data, e.g. ``"r12-mnv2-2026-12-02-3f2a9c1e"``.
+        version: this trained model's identity: run name, training date, a hash of its training
+            data and one of its weights, e.g. ``"r12-mnv2-20261202-d9a24643b-w1c2d3e4f"``.
         input_size: side ``S`` of the square input in pixels.
         class_names: ``("NORMAL", "PNEUMONIA")``: index 1 is the class the logit scores.
         threshold: decision threshold on the calibrated PNEUMONIA probability.

@@ -391,6 +391,15 @@ def describe_data(records: Sequence[Record]) -> str:
     return digest.hexdigest()[:8]
 
 
+def describe_weights(weights: Sequence[np.ndarray]) -> str:
+    """A short hash of a network's weights (``model.get_weights()`` order): training on these two
+    CPU cores is not bit-for-bit repeatable, so two runs of one command are told apart by it."""
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w, np.float32).tobytes())
+    return digest.hexdigest()[:8]
+
+
 def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None, log=print) -> dict:
     """Fit the chest X-ray gate of an already trained model on the split it was trained with.
 
@@ -499,7 +508,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     data_hash = describe_data(train_records)
     child = populations.get("child") or next(iter(populations.values()))
     metadata = ModelMetadata(
-        version=f"{run_name or 'model'}-mnv2-{date:%Y%m%d}-{data_hash}",
+        version=f"{run_name or 'model'}-mnv2-{date:%Y%m%d}-d{data_hash}-w{describe_weights(clean.get_weights())}",
         input_size=config.input_size,
         class_names=CLASS_NAMES,
         threshold=child["threshold"],

@@ -13,8 +13,9 @@ from scipy import ndimage
 from pneumonia.data import Record, list_adult_records, split_adult_records
 from pneumonia.model import load_model
 from pneumonia.train import (TrainConfig, adjust_intensity, augment_batch, build_augmenter, cell_shares,
-                             config_from_metadata, describe_data, gaussian_blur, make_datasets, make_weight_averager,
-                             recompute_batch_statistics, split_records, train_model, training_targets)
+                             config_from_metadata, describe_data, describe_weights, gaussian_blur, make_datasets,
+                             make_weight_averager, recompute_batch_statistics, split_records, train_model,
+                             training_targets)
 
 
 @pytest.fixture
@@ -220,13 +221,22 @@ def test_data_hash_changes_with_the_films_and_their_labels(films):
     assert describe_data(records) != describe_data(relabelled) != describe_data(records[1:])
 
 
+def test_weights_hash_tells_apart_weights_that_differ_by_one_value():
+    weights = [np.zeros((3, 3), np.float32), np.ones(4, np.float32)]
+    changed = [weights[0].copy(), weights[1].copy()]
+    changed[1][2] = np.nextafter(np.float32(1), np.float32(2))
+    assert describe_weights(weights) == describe_weights([w.copy() for w in weights])
+    assert describe_weights(weights) != describe_weights(changed)
+
+
 def test_training_smoke_run_on_both_populations_writes_a_loadable_model(films, adult_folder, tmp_path):
     config = TrainConfig(input_size=64, head_width=8, epochs=2, swa_epochs=1, batch_size=4, val_fraction=0.3,
                          adult_val_fraction=0.4, seed=1, limit=0)
     meta = train_model(films, tmp_path, config, adult_dir=adult_folder, run_name="smoke", log=lambda m: None)
     model, metadata = load_model(tmp_path)
     assert metadata.input_size == 64 and meta["training"]["epochs_run"] == 2
-    assert metadata.version.startswith("smoke-mnv2-") and meta["training"]["data_hash"] in metadata.version
+    assert metadata.version.startswith("smoke-mnv2-") and f"-d{meta['training']['data_hash']}-w" in metadata.version
+    assert metadata.version.endswith(describe_weights(model.get_weights()))
     assert set(metadata.populations) >= {"child", "adult", "probe"}
     for population in ("child", "adult"):
         assert 0 < metadata.populations[population]["threshold"] < 1
