@@ -1,9 +1,9 @@
 """Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|robustness``.
 
-    python -m pneumonia train    --data ../shared/data/chest_xray --out model/
-    python -m pneumonia evaluate --data ../shared/data/chest_xray/test --model model/ --out reports/
+    python -m pneumonia train    --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --out model/
+    python -m pneumonia evaluate --data ../shared/data/chest_xray/test --adult ../shared/data/adult_nih --model model/ --out reports/
     python -m pneumonia predict  film.jpeg folder/ --csv out.csv
-    python -m pneumonia fit-gate --data ../shared/data/chest_xray --model model/
+    python -m pneumonia fit-gate --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/
     python -m pneumonia robustness --data ../shared/data/chest_xray --model model/
 """
 
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_arguments(commands.add_parser("evaluate", help="score a model on a labelled folder"))
     gate = commands.add_parser("fit-gate", help="refit the not-a-chest-X-ray gate of a trained model")
     gate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
+    gate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
     gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     robustness.add_arguments(commands.add_parser(
         "robustness", help="score a model's validation split under image changes (stress validation)"))
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "robustness":
             run = robustness.run
         elif args.command == "fit-gate":
-            train.refit_gate(args.data, resolve_model_dir(args.model))
+            train.refit_gate(args.data, resolve_model_dir(args.model), args.adult)
             return 0
         else:
             run = run_predict
