@@ -18,7 +18,9 @@ from pneumonia.evaluate import evaluate_population, heatmap_peak, play_pointing_
 from pneumonia.metrics import (NO_VERDICT, best_fixed_point, bootstrap, bootstrap_share, compute_metrics,
                                distance_to_box, group_indices, pointing_hits, verdict_codes)
 
-ADULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "adult_nih"
+from conftest import SHARED_DATA
+
+ADULT_DATA = SHARED_DATA.parent / "adult_nih"  # beside the chest_xray folder (PNEUMONIA_DATA)
 
 
 # --- the pointing game's hit rule -------------------------------------------------------------
