@@ -25,8 +25,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from pneumonia.data import iterate_batches
-from pneumonia.gradcam import build_network_functions
-from pneumonia.model import load_model, update_metadata
+from pneumonia.model import update_metadata
 
 OOD_FILENAME = "ood.npz"
 FEATURE_LAYER = "pool"
@@ -233,37 +232,42 @@ def fit_gate(train_descriptions: np.ndarray, val_descriptions: np.ndarray, quant
     return gate, summary
 
 
-def describe_images(forward, images_uint8: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Gate descriptions ``(N, D)`` for ``uint8 (N, S, S)`` films already at the model's size.
+def describe_images(forward, images_uint8: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, ...]:
+    """One pass of the product's forward function over ``uint8 (N, S, S)`` films already at the
+    model's size.
 
     Args:
         forward: the network's forward pass (:attr:`pneumonia.gradcam.NetworkFunctions.forward`).
         images_uint8: the films.
         batch_size: films per forward pass.
+
+    Returns:
+        ``(logits (N,), pooled features (N, C), gate descriptions (N, D))``: what calibration, the
+        population probe and the gate are each fitted on, computed once.
     """
-    parts = []
+    logits, features, descriptions = [], [], []
     for batch in iterate_batches(images_uint8, batch_size):
-        _, features = forward(batch)
-        parts.append(describe_inputs(batch, np.asarray(features)))
-    return np.concatenate(parts)
+        batch_logits, pooled = (np.asarray(out) for out in forward(batch))
+        logits.append(batch_logits.astype(np.float64))
+        features.append(pooled)
+        descriptions.append(describe_inputs(batch, pooled))
+    return tuple(np.concatenate(parts) for parts in (logits, features, descriptions))
 
 
-def fit_gate_for_model(model_dir: str | Path, train_images: np.ndarray, val_images: np.ndarray,
+def fit_gate_for_model(model_dir: str | Path, train_descriptions: np.ndarray, val_descriptions: np.ndarray,
                        quantile: float = 0.995) -> dict:
-    """Fit the gate for the model in ``model_dir``, save ``ood.npz`` and record it in the metadata.
+    """Fit the gate of the model in ``model_dir``, save ``ood.npz`` and record it in the metadata.
 
     Args:
         model_dir: folder with the trained model and its metadata.
-        train_images: ``uint8 (N, S, S)`` training films at the model's input size.
-        val_images: ``uint8 (M, S, S)`` validation films (patients not in ``train_images``).
+        train_descriptions: ``(N, D)`` of the training films (:func:`describe_images`).
+        val_descriptions: ``(M, D)`` of the validation films (patients not among the training films).
         quantile: share of validation films the gate must pass.
 
     Returns:
         The gate summary stored under ``metadata.ood``.
     """
-    model, metadata = load_model(model_dir)
-    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
-    gate, summary = fit_gate(describe_images(forward, train_images), describe_images(forward, val_images), quantile)
+    gate, summary = fit_gate(train_descriptions, val_descriptions, quantile)
     gate.save(model_dir)
     update_metadata(model_dir, ood=summary)
     return summary

@@ -37,12 +37,14 @@ from typing import Sequence
 import numpy as np
 
 from pneumonia.calibration import apply_temperature, choose_threshold, fit_temperature
-from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, iterate_batches, list_adult_records, list_records,
+from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, list_adult_records, list_records,
                             load_images, split_adult_records, split_by_patient)
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
+from pneumonia.gradcam import build_network_functions
 from pneumonia.metrics import compute_metrics, expected_calibration_error
-from pneumonia.model import HEAD_WIDTH, NORMALIZATION, ModelMetadata, backbone_layer_names, build_model, load_metadata, save_model
-from pneumonia.ood import fit_gate_for_model
+from pneumonia.model import (HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata, backbone_layer_names,
+                             build_model, load_metadata, load_model, save_model)
+from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
 from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
 
@@ -309,39 +311,6 @@ def recompute_batch_statistics(model, dataset) -> None:
         layer.momentum = momentum
 
 
-def predict_logits(model, images_uint8: np.ndarray, batch_size: int = 64, layer: str | None = None):
-    """Logits for a ``uint8 (N, S, S)`` array of films, in batches.
-
-    Args:
-        model: the network.
-        images_uint8: films from :func:`pneumonia.data.load_images`.
-        batch_size: films per forward pass.
-        layer: also return this layer's output (e.g. ``"pool"``).
-
-    Returns:
-        ``float64 (N,)`` logits, or ``(logits, float32 (N, ...) layer outputs)`` with ``layer``.
-    """
-    import keras
-    import tensorflow as tf
-
-    net = model if layer is None else keras.Model(model.inputs, [model.output, model.get_layer(layer).output])
-
-    @tf.function(reduce_retracing=True)
-    def forward(x):
-        return net(x, training=False)
-
-    logits, extra = [], []
-    for x in iterate_batches(images_uint8, batch_size):
-        out = forward(tf.constant(x))
-        if layer is None:
-            logits.append(out.numpy()[:, 0])
-        else:
-            logits.append(out[0].numpy()[:, 0])
-            extra.append(out[1].numpy())
-    logits = np.concatenate(logits).astype(np.float64) if logits else np.zeros(0)
-    return logits if layer is None else (logits, np.concatenate(extra) if extra else np.zeros((0,)))
-
-
 def split_records(data_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None):
     """List both populations' development films and split each by patient.
 
@@ -406,11 +375,12 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Pat
     The split is rebuilt from the seed and fractions stored in the model's metadata.
     """
 
-    metadata = load_metadata(model_dir)
+    model, metadata = load_model(model_dir)
     train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
+    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
     train_x = load_images([r.path for r in train_records], metadata.input_size)
     val_x = load_images([r.path for r in val_records], metadata.input_size)
-    summary = fit_gate_for_model(model_dir, train_x, val_x)
+    summary = fit_gate_for_model(model_dir, describe_images(forward, train_x)[2], describe_images(forward, val_x)[2])
     log(json.dumps(summary, indent=2))
     return summary
 
@@ -490,7 +460,14 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         log("training done on this worker; the chief calibrates and saves the model")
         return {}
 
-    val_logits, val_features = predict_logits(model, val_x, layer="pool")
+    # Save a copy without optimiser state: it halves the file and inference never needs it. One
+    # pass of the product's forward function over each split gives what calibration, the
+    # population probe and the gate are fitted on.
+    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed)
+    clean.set_weights(model.get_weights())
+    forward = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size).forward
+    _, train_features, train_descriptions = describe_images(forward, train_x)
+    val_logits, val_features, val_descriptions = describe_images(forward, val_x)
     val_population = np.array([r.population for r in val_records])
     populations, validation = {}, {}
     for population in POPULATIONS:
@@ -500,9 +477,6 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         populations[population], validation[population] = calibrate_population(val_logits[chosen], val_y[chosen])
         log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
 
-    # Save a copy without optimiser state: it halves the file and inference never needs it.
-    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed)
-    clean.set_weights(model.get_weights())
     duration = time.time() - started
     date = dt.datetime.now(dt.timezone.utc)
     data_hash = describe_data(train_records)
@@ -539,11 +513,10 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         created=date.date().isoformat(),
     )
     path = save_model(clean, metadata, out_dir)
-    train_features = predict_logits(clean, train_x, layer="pool")[1]
     probe = fit_population_probe(train_features, np.array([r.population == "adult" for r in train_records]),
                                  val_features, val_population == "adult", out_dir)
     log(f"population probe: {json.dumps(probe)}")
-    gate = fit_gate_for_model(out_dir, train_x, val_x)
+    gate = fit_gate_for_model(out_dir, train_descriptions, val_descriptions)
     log(f"chest X-ray gate: distance threshold {gate['threshold']:.1f}, "
         f"passes {gate['val_pass_rate']:.1%} of validation films")
     log(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {(time.time() - started) / 60:.1f} min")
