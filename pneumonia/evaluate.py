@@ -39,6 +39,7 @@ from pneumonia.metrics import (HEADLINE_KEYS, NO_VERDICT, POINTING_TOLERANCE_PX,
                                bootstrap_share, compute_metrics, group_indices, pointing_hits, share, verdict_codes)
 from pneumonia.model import load_metadata, resolve_model_dir, update_metadata
 from pneumonia.negatives import make_negative_images
+from pneumonia.notes import POPULATION_FILMS
 
 FIGURE_SIZE = (4.2, 3.8)
 # Candidate points of the best-fixed-point baseline: the centres of 8 x 8 pixel cells of the film.
@@ -582,12 +583,12 @@ def operating_points(metadata: dict) -> str:
     if not fitted:
         return (f"Operating point: PNEUMONIA when calibrated P(pneumonia) >= **{metadata.get('threshold', 0.0):.3f}** "
                 f"(chosen on the patient-wise validation split; temperature {metadata.get('temperature', 1.0):.3f}).")
+    thresholds = "; ".join(f"**{v['threshold']:.3f}** for {POPULATION_FILMS.get(k, k)}" for k, v in fitted.items())
+    temperatures = ", ".join(f"{v['temperature']:.3f}" for v in fitted.values())
     return ("Operating points, each chosen on its population's patient-wise validation films: PNEUMONIA when "
-            "calibrated P(pneumonia) >= " + "; ".join(
-                f"**{v['threshold']:.3f}** for {k}ren" if k == "child" else f"**{v['threshold']:.3f}** for {k}s"
-                for k, v in fitted.items()) + " (temperatures " + ", ".join(
-                f"{v['temperature']:.3f}" for v in fitted.values()) + "). A film's population comes from its DICOM "
-            "age, else from the image (the population probe); the NIH JPEGs here carry no age, so the probe decides.")
+            f"calibrated P(pneumonia) >= {thresholds} (temperatures {temperatures}). A film's population comes "
+            "from its DICOM age, else from the image (the population probe); the NIH JPEGs here carry no age, so "
+            "the probe decides.")
 
 
 def write_report(result: dict, metadata: dict, out_dir: Path, classification_report: str = "") -> Path:

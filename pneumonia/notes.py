@@ -121,7 +121,8 @@ _METRIC_NAMES = (
 _SPLIT_NAMES = (("test", "Children's test set (Kermany test split)"),
                 ("adult_test", "Adults' test set (radiologist-boxed pneumonia films and held-out normal patients, NIH)"),
                 ("validation", "Validation split (it chose the calibration, so optimistic)"))
-_POPULATION_NAMES = {"child": "children's films", "adult": "adults' films"}
+# How each population's films are named wherever a verdict, report or card speaks of them.
+POPULATION_FILMS = {"child": "children's films", "adult": "adults' films"}
 
 
 # The figures a caution compares between populations, in the order it states them.
@@ -190,7 +191,7 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
                      "checked by a radiologist; about half of such labels hold up on re-reading.")
     if populations:
         lines.append("**Operating points.** PNEUMONIA when the calibrated probability is at least " + "; ".join(
-            f"{float(v['threshold']):.1%} for {_POPULATION_NAMES.get(k, k)}" for k, v in populations.items())
+            f"{float(v['threshold']):.1%} for {POPULATION_FILMS.get(k, k)}" for k, v in populations.items())
             + " (temperature scaling and threshold fitted on each population's validation films). The population "
             "comes from a DICOM's patient age, else it is estimated from the image.")
     else:
@@ -203,9 +204,9 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
         figures = metrics.get(key)
         if not isinstance(figures, dict) or not figures:
             continue
-        nested = {k: v for k, v in figures.items() if k in _POPULATION_NAMES and isinstance(v, dict)}
+        nested = {k: v for k, v in figures.items() if k in POPULATION_FILMS and isinstance(v, dict)}
         for name, part in (nested.items() if nested else [(None, figures)]):
-            lines.append(_metrics_table(title + (f", {_POPULATION_NAMES[name]}" if name else ""), part))
+            lines.append(_metrics_table(title + (f", {POPULATION_FILMS[name]}" if name else ""), part))
             tables += 1
         gate = _gate_sentence(figures.get("gate"))
         if gate:
@@ -237,7 +238,7 @@ def _film_counts(training: dict) -> str:
         if isinstance(count, int):
             parts.append(f"{count} {label} films")
         elif isinstance(count, dict):
-            parts.append(f"{label}: " + ", ".join(f"{n} {_POPULATION_NAMES.get(k, k)}" for k, n in count.items()))
+            parts.append(f"{label}: " + ", ".join(f"{n} {POPULATION_FILMS.get(k, k)}" for k, n in count.items()))
     return f" ({'; '.join(parts)})" if parts else ""
 
 

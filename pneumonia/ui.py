@@ -12,7 +12,7 @@ import hashlib
 import html
 from typing import Mapping, Optional
 
-from pneumonia.notes import DISCLAIMER, HEATMAP_SCALE
+from pneumonia.notes import DISCLAIMER, HEATMAP_SCALE, POPULATION_FILMS
 
 VIEWS = ("Overlay", "Original")
 TITLE = "Chest X-ray pneumonia screening"
@@ -118,8 +118,7 @@ def verdict_html(verdict: Mapping) -> str:
     side = "at or above" if p >= t else "below"
     label_at = min(max(t, 0.12), 0.88)  # keep the "threshold" caption clear of "0%" and "100%"
     population = verdict.get("population")
-    whose = (f" for {html.escape(str(population))}ren's films" if population == "child" else
-             f" for {html.escape(str(population))}s' films" if population else "")
+    whose = f" for {html.escape(POPULATION_FILMS.get(population, str(population)), quote=False)}" if population else ""
     known_by = f" (population {html.escape(str(verdict.get('population_source')))})" if population else ""
     caution = verdict.get("caution")
     return (
