@@ -231,18 +231,8 @@ class Predictor:
         model_dir = resolve_model_dir(model_dir)
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             model, metadata = load_model(model_dir)
-        gate = None
-        if metadata.ood:
-            try:
-                gate = OodGate.load(model_dir)
-            except (OSError, KeyError, ValueError) as exc:
-                raise ModelLoadError(f"The chest X-ray gate file in {model_dir} is missing or corrupt ({exc}).") from None
-        probe = None
-        if metadata.populations.get("probe"):
-            try:
-                probe = PopulationProbe.load(model_dir)
-            except (OSError, KeyError, ValueError) as exc:
-                raise ModelLoadError(f"The population probe file in {model_dir} is missing or corrupt ({exc}).") from None
+        gate = load_part(OodGate, model_dir, "chest X-ray gate") if metadata.ood else None
+        probe = load_part(PopulationProbe, model_dir, "population probe") if metadata.populations.get("probe") else None
         return cls(model, metadata, gate, strategy, probe)
 
     @property
@@ -441,6 +431,18 @@ class Predictor:
                                                     colourfulness=film.colourfulness, header=film.header)
         for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
             yield FileResult(str(path), predictions.get(i), error)
+
+
+def load_part(kind, model_dir: Path, what: str):
+    """``kind.load(model_dir)`` for a file the metadata names beside the weights.
+
+    Raises:
+        ModelLoadError: the file is missing or corrupt, in a sentence naming ``what``.
+    """
+    try:
+        return kind.load(model_dir)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelLoadError(f"The {what} file in {model_dir} is missing or corrupt ({exc}).") from None
 
 
 def scores_of(scores: BatchScores, index: int) -> dict:
