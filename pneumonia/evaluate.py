@@ -37,7 +37,7 @@ from pneumonia.gradcam import resize_heatmap
 from pneumonia.inference import UNKNOWN, Prediction, Predictor
 from pneumonia.metrics import (HEADLINE_KEYS, NO_VERDICT, POINTING_TOLERANCE_PX, best_fixed_point, bootstrap_intervals,
                                bootstrap_share, compute_metrics, group_indices, pointing_hits, share, verdict_codes)
-from pneumonia.model import load_metadata, resolve_model_dir, update_metadata
+from pneumonia.model import ModelMetadata, load_metadata, resolve_model_dir, update_metadata
 from pneumonia.negatives import make_negative_images
 from pneumonia.notes import POPULATION_FILMS
 
@@ -579,7 +579,7 @@ def gate_section(gate: dict | None) -> list[str]:
 
 def operating_points(metadata: dict) -> str:
     """The operating point(s) in one sentence: one per population where the model has them."""
-    fitted = {k: v for k, v in (metadata.get("populations") or {}).items() if isinstance(v, dict) and "threshold" in v}
+    fitted = ModelMetadata.from_dict(metadata).fitted_populations
     if not fitted:
         return (f"Operating point: PNEUMONIA when calibrated P(pneumonia) >= **{metadata.get('threshold', 0.0):.3f}** "
                 f"(chosen on the patient-wise validation split; temperature {metadata.get('temperature', 1.0):.3f}).")

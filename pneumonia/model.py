@@ -78,6 +78,13 @@ class ModelMetadata:
     populations: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
 
+    @property
+    def fitted_populations(self) -> dict[str, dict]:
+        """The ``populations`` entries that are operating points (``{"temperature", "threshold"}``),
+        without the probe's record."""
+        return {name: fitted for name, fitted in self.populations.items()
+                if isinstance(fitted, dict) and "threshold" in fitted}
+
     def operating_point(self, population: str | None) -> tuple[float, float]:
         """``(temperature, threshold)`` fitted for ``population``, else the model-wide pair."""
         fitted = self.populations.get(population) if population else None
@@ -113,8 +120,7 @@ class ModelMetadata:
         if len(self.class_names) != 2:
             raise ModelLoadError(f"metadata must name 2 classes, got {list(self.class_names)}")
         pairs = {"": {"temperature": self.temperature, "threshold": self.threshold}}
-        pairs.update({f" ({name})": fitted for name, fitted in self.populations.items()
-                      if isinstance(fitted, dict) and "threshold" in fitted})
+        pairs.update({f" ({name})": fitted for name, fitted in self.fitted_populations.items()})
         for where, fitted in pairs.items():
             threshold, temperature = fitted.get("threshold"), fitted.get("temperature")
             if not isinstance(threshold, (int, float)) or not 0.0 < float(threshold) < 1.0:

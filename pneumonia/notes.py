@@ -177,8 +177,7 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
     """
     training = getattr(metadata, "training", None) or {}
     metrics = getattr(metadata, "metrics", None) or {}
-    populations = {k: v for k, v in (getattr(metadata, "populations", None) or {}).items()
-                   if isinstance(v, dict) and "threshold" in v}
+    populations = getattr(metadata, "fitted_populations", None) or {}
     lines = [f"**Model** version {getattr(metadata, 'version', '?')}"]
     if getattr(metadata, "architecture", ""):
         lines[0] += f": {metadata.architecture}"
