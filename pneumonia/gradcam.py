@@ -1,9 +1,16 @@
 """Grad-CAM (Selvaraju et al. 2017): where in the film the network's answer came from.
 
-The network outputs one logit (log-odds of PNEUMONIA). For PNEUMONIA we take gradients of that
-logit, for NORMAL of its negation, so the map always shows evidence *for the predicted class*.
-Gradients are taken on the logit, not the probability, so a confident answer does not saturate
-them to zero.
+The network outputs one logit (log-odds of PNEUMONIA). For PNEUMONIA we explain that logit, for
+NORMAL its negation, so the map always shows evidence *for the predicted class*. Grad-CAM is taken
+on the logit, not the probability, so a confident answer does not saturate it to zero.
+
+The explained layer feeds global average pooling and one linear logit (:func:`pneumonia.model.build_model`).
+For such a head the gradient of the logit with respect to each activation is the logit's weight
+divided by the map's ``h * w``, the same at every cell, so Grad-CAM is the class activation map
+(Zhou et al. 2016) ``relu(+-conv . w)`` up to a positive factor the normalisation removes. It is
+computed in that closed form, from the forward pass alone: no backward pass, and the logit is
+exactly the mean of ``conv . w`` over the cells plus the bias, so the map splits the answer over
+the film.
 """
 
 from __future__ import annotations
@@ -23,28 +30,34 @@ class NetworkFunctions(NamedTuple):
             features the "not a chest X-ray" gate reads (:mod:`pneumonia.ood`).
         explain: ``batch -> (logits (N,), features (N, C), maps (2, N, h, w))``: the same, plus
             the Grad-CAM maps of both classes (index 0 the first class name, NORMAL; 1 the class
-            the logit scores, PNEUMONIA), in one forward and one backward pass.
+            the logit scores, PNEUMONIA), from the same forward pass.
     """
 
     forward: Callable
     explain: Callable
 
 
-def build_network_functions(model, last_conv_layer: str, feature_layer: str, input_size: int) -> NetworkFunctions:
+def build_network_functions(model, last_conv_layer: str, feature_layer: str, input_size: int,
+                            logit_layer: str = "logit") -> NetworkFunctions:
     """Trace the network's forward pass and its forward + Grad-CAM pass, once per model.
 
     Grad-CAM needs a class; the class a user is shown depends on the calibrated threshold, which
-    is in general not at logit 0. Both maps come out of the one backward pass (the NORMAL score is
-    the negated logit), so the caller picks the map of the label it decided, after the pass.
+    is in general not at logit 0. Both maps come out of the one pass (the NORMAL score is the
+    negated logit), so the caller picks the map of the label it decided, after the pass.
 
     Args:
-        model: the pneumonia network (one logit output).
+        model: the pneumonia network (one logit output): ``last_conv_layer`` -> global average
+            pooling -> (dropout) -> the ``Dense(1)`` ``logit_layer``.
         last_conv_layer: name of the layer Grad-CAM explains (``metadata.last_conv_layer``).
         feature_layer: name of the pooled layer the gate reads (:data:`pneumonia.ood.FEATURE_LAYER`).
         input_size: side ``S`` of the model input (``metadata.input_size``).
+        logit_layer: name of the linear layer giving the logit.
 
     Returns:
         :class:`NetworkFunctions`.
+
+    Raises:
+        ValueError: the logit layer's weights do not match the explained layer's channels.
     """
     import keras
     import tensorflow as tf
@@ -52,6 +65,11 @@ def build_network_functions(model, last_conv_layer: str, feature_layer: str, inp
     spec = tf.TensorSpec((None, input_size, input_size, 1), tf.float32)
     features = model.get_layer(feature_layer).output
     explained = keras.Model(model.inputs, [model.output, features, model.get_layer(last_conv_layer).output])
+    kernel = model.get_layer(logit_layer).kernel  # (C, 1): each channel's weight in the logit
+    channels = explained.outputs[2].shape[-1]
+    if tuple(kernel.shape) != (channels, 1):
+        raise ValueError(f"layer {logit_layer!r} has weights {tuple(kernel.shape)}, not ({channels}, 1): "
+                         f"{last_conv_layer!r} must feed average pooling and one linear logit")
 
     # Calling the model directly in a traced graph avoids model.predict's per-call overhead.
     @tf.function(input_signature=[spec])
@@ -61,23 +79,21 @@ def build_network_functions(model, last_conv_layer: str, feature_layer: str, inp
 
     @tf.function(input_signature=[spec])
     def explain(batch):
-        with tf.GradientTape() as tape:
-            logits, pooled, conv = explained(batch, training=False)
-            score = tf.reduce_sum(logits)  # each film's logit depends on its own activations only
-        return logits[:, 0], pooled, class_activation_maps(conv, tape.gradient(score, conv))
+        logits, pooled, conv = explained(batch, training=False)
+        return logits[:, 0], pooled, class_activation_maps(conv, kernel[:, 0])
 
     return NetworkFunctions(forward, explain)
 
 
-def class_activation_maps(conv, logit_grads):
-    """Grad-CAM maps of both classes from one gradient (a TensorFlow function body).
+def class_activation_maps(conv, weights):
+    """Grad-CAM maps of both classes of a pooled-linear head (a TensorFlow function body).
 
-    The NORMAL score is the negated PNEUMONIA logit, so its gradients are the PNEUMONIA ones
-    negated: one backward pass gives both maps.
+    The NORMAL score is the negated PNEUMONIA logit, so its map is the negated evidence's.
 
     Args:
         conv: activations ``(N, h, w, C)`` of the explained layer.
-        logit_grads: gradients ``(N, h, w, C)`` of the PNEUMONIA logit with respect to ``conv``.
+        weights: ``(C,)`` the logit layer's weight of each channel (Grad-CAM's channel
+            importances up to the factor ``h * w``, the same for every channel).
 
     Returns:
         ``(2, N, h, w)`` tensor, index 0 NORMAL and 1 PNEUMONIA, each map in ``[0, 1]`` (all
@@ -85,8 +101,7 @@ def class_activation_maps(conv, logit_grads):
     """
     import tensorflow as tf
 
-    weights = tf.reduce_mean(logit_grads, axis=(1, 2))  # (N, C): importance of each channel
-    evidence = tf.einsum("nhwc,nc->nhw", conv, weights)
+    evidence = tf.einsum("nhwc,c->nhw", conv, weights)
     maps = []
     for sign in (-1.0, 1.0):
         cam = tf.nn.relu(sign * evidence)

@@ -339,7 +339,7 @@ class Predictor:
 
     def predict(self, image: ImageSource, explain: bool = False, alpha: float = 0.4,
                 max_overlay_side: Optional[int] = OVERLAY_MAX_SIDE) -> Prediction:
-        """Classify one film (one network pass; with ``explain``, one forward and one backward).
+        """Classify one film (one network pass; with ``explain``, Grad-CAM from the same pass).
 
         Args:
             image: a path, the file's bytes, a PIL image or a numpy array (see

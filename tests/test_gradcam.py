@@ -4,7 +4,8 @@ The Grad-CAM the product uses (:func:`pneumonia.gradcam.build_network_functions`
 ``Predictor.run_network``) is checked against a hand computation in numpy on a tiny network whose
 last convolution feeds global average pooling and one dense unit: there the gradient of the logit
 with respect to each activation is the dense weight divided by ``h * w``, so the channel weights,
-the maps of both classes, the pooled features and the logit all follow in closed form.
+the maps of both classes, the pooled features and the logit all follow in closed form. A second
+check takes the gradients from TensorFlow itself, as Grad-CAM is defined.
 """
 
 import numpy as np
@@ -76,6 +77,47 @@ def test_explain_pass_matches_the_hand_computation(seed):
     forward_logits, forward_pooled = (output.numpy() for output in functions.forward(batch))
     np.testing.assert_allclose(forward_logits, expected_logits, atol=1e-5)
     np.testing.assert_allclose(forward_pooled, expected_pooled, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_closed_form_maps_equal_gradient_grad_cam_with_dropout_in_the_head(seed):
+    """Grad-CAM by its definition (channel weights = mean gradient of the logit, from a
+    GradientTape) on a head with dropout between pooling and logit, as the product's network
+    has, against the closed form the product computes."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(CHANNELS, KERNEL, activation="relu", bias_initializer="ones", name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(conv)
+    logit = keras.layers.Dense(1, name="logit")(keras.layers.Dropout(0.5)(pooled))
+    model = keras.Model(inputs, logit)
+    batch = np.random.default_rng(seed).random((4, SIZE, SIZE, 1)).astype(np.float32)
+    probe = keras.Model(inputs, [logit, conv])
+    with tf.GradientTape() as tape:
+        logits, activations = probe(batch, training=False)
+        score = tf.reduce_sum(logits)
+    grads = tape.gradient(score, activations).numpy()
+    evidence = np.einsum("nhwc,nc->nhw", activations.numpy(), grads.mean(axis=(1, 2)))
+    expected = []
+    for sign in (-1.0, 1.0):
+        cam = np.maximum(sign * evidence, 0.0)
+        peak = cam.max(axis=(1, 2), keepdims=True)
+        expected.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
+    maps = build_network_functions(model, "conv", "pool", SIZE).explain(batch)[2].numpy()
+    np.testing.assert_allclose(maps, np.stack(expected), atol=1e-4)
+
+
+def test_a_head_that_is_not_one_linear_logit_is_refused():
+    import keras
+
+    inputs = keras.Input((SIZE, SIZE, 1))
+    conv = keras.layers.Conv2D(CHANNELS, KERNEL, name="conv")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(conv)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="logit")(keras.layers.Dense(7)(pooled)))
+    with pytest.raises(ValueError, match="average pooling and one linear logit"):
+        build_network_functions(model, "conv", "pool", SIZE)
 
 
 @pytest.mark.parametrize("margin, expected_label", [(-0.05, "PNEUMONIA"), (0.05, "NORMAL")])
