@@ -73,7 +73,7 @@ class TrainConfig:
     split_seed: int = 42  # the patient-wise validation splits; kept apart so seeds can vary on one split
     augment: bool = True
     swa_epochs: int = 4  # average the weights of the last N epochs
-    lung_weight: float = 0.01  # weight of the penalty on class evidence outside the lung fields; 0 = off
+    lung_weight: float = 0.0  # weight of the penalty on class evidence outside the lung fields; 0 = off (r12)
     limit: int = 0  # films per class and population, 0 = all; for smoke tests
 
 
