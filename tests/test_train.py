@@ -12,11 +12,10 @@ from scipy import ndimage
 
 from pneumonia.data import Record, list_adult_records, split_adult_records
 from pneumonia.model import load_model
-from pneumonia.model import build_model
-from pneumonia.train import (TrainConfig, adjust_intensity, augment_batch, build_augmenter, build_training_model,
-                             cell_shares, config_from_metadata, count_lung_fields, describe_data, describe_weights,
-                             gaussian_blur, make_datasets, make_outside_loss, make_weight_averager,
-                             recompute_batch_statistics, split_records, train_model, training_targets)
+from pneumonia.train import (TrainConfig, adjust_intensity, augment_batch, build_augmenter, cell_shares,
+                             config_from_metadata, describe_data, describe_weights, gaussian_blur, make_datasets,
+                             make_weight_averager, recompute_batch_statistics, split_records, train_model,
+                             training_targets)
 
 
 @pytest.fixture
@@ -98,10 +97,10 @@ def test_sampling_draws_the_cells_in_their_shares_whatever_their_sizes():
         values += [cell] * n
     films = np.array(values, np.uint8).reshape(-1, 1, 1).repeat(2, 1).repeat(2, 2)
     config = TrainConfig(batch_size=16, augment=False, adult_share=0.25, unverified_target=0.7)
-    train, _ = make_datasets(films, records, films[:4], np.zeros(4), config, grid=1)
+    train, _ = make_datasets(films, records, films[:4], np.zeros(4), config)
     drawn, targets = [], []
     for _ in range(3):  # three epochs, each a fresh draw
-        epoch = [(np.round(x.numpy()[:, 0, 0, 0] * 255).astype(int), y.numpy()[:, 0]) for x, (y, _) in train]
+        epoch = [(np.round(x.numpy()[:, 0, 0, 0] * 255).astype(int), y.numpy()[:, 0]) for x, y in train]
         assert sum(len(d) for d, _ in epoch) == len(films) // 16 * 16  # as many batches as the films fill
         drawn += [d for d, _ in epoch]
         targets += [t for _, t in epoch]
@@ -109,73 +108,6 @@ def test_sampling_draws_the_cells_in_their_shares_whatever_their_sizes():
     frequencies = np.bincount(drawn, minlength=4) / len(drawn)
     assert np.allclose(frequencies, list(cell_shares(0.25).values()), atol=0.04)
     assert np.allclose(targets[drawn == 3], 0.7) and np.allclose(targets[drawn == 1], 1.0)
-
-
-@pytest.mark.parametrize("augment", [False, True])
-def test_lung_weights_move_with_their_film(augment):
-    """Each film is black with one bright square at its own place, and its outside weight is 1 on
-    the same square: after augmentation the square must sit at the same place in both (centroids
-    within 1.5 px; independent random shifts of up to 10 % would be several pixels apart)."""
-    size, n = 96, 8
-    rng = np.random.default_rng(0)
-    films = np.zeros((n, size, size), np.uint8)
-    outside = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        y, x = rng.integers(16, size - 40, 2)
-        films[i, y:y + 24, x:x + 24] = 255
-        outside[i, y:y + 24, x:x + 24] = 1
-    records = [Record(path=None, label=i % 2, patient=str(i)) for i in range(n)]
-    config = TrainConfig(batch_size=n, augment=augment, adult_share=0.0)
-    train, val = make_datasets(films, records, films[:2], np.zeros(2), config, outside, grid=size)
-    x, (_, weights) = next(iter(train))
-    x, weights = x.numpy()[..., 0], weights.numpy()[..., 0]
-    assert weights.shape == (n, size, size) and weights.min() >= 0.0 and weights.max() <= 1.0 + 1e-6
-    for film, weight in zip(x, weights):
-        film_centre = np.argwhere(film > 0.5).mean(axis=0)
-        weight_centre = np.argwhere(weight > 0.5).mean(axis=0)
-        assert np.abs(film_centre - weight_centre).max() < 1.5
-    _, (_, val_weights) = next(iter(val))
-    assert not val_weights.numpy().any()  # validation carries no penalty
-
-
-def test_lung_weights_are_averaged_over_the_map_cells():
-    outside = np.zeros((2, 32, 32), np.uint8)
-    outside[0, :8] = 1  # the top quarter
-    outside[1, 4:12, 4:12] = 1  # a square across four cells
-    records = [Record(path=None, label=i, patient=str(i)) for i in range(2)]
-    config = TrainConfig(batch_size=2, augment=False, adult_share=0.0)
-    train, _ = make_datasets(np.zeros((2, 32, 32), np.uint8), records, outside[:1], np.zeros(1), config, outside,
-                             grid=4)
-    weights = np.concatenate([w.numpy() for _, (_, w) in train])[..., 0]
-    expected = outside.reshape(2, 4, 8, 4, 8).mean(axis=(2, 4))  # each 8 x 8 cell's share
-    got = {tuple(np.round(w, 4).ravel()) for w in weights}
-    assert got <= {tuple(np.round(e, 4).ravel()) for e in expected} and len(got) >= 1
-
-
-def test_training_model_shares_the_weights_and_its_map_averages_to_the_logit():
-    model = build_model(64, head_width=8, dropout=0.0)
-    training = build_training_model(model)
-    assert [w.path for w in training.weights] == [w.path for w in model.weights]
-    batch = np.random.default_rng(0).random((3, 64, 64, 1)).astype(np.float32)
-    logits, maps = (t.numpy() for t in training(batch, training=False))
-    bias = model.get_layer("logit").bias.numpy()
-    np.testing.assert_allclose(maps.mean(axis=(1, 2, 3)), logits[:, 0], atol=1e-4)  # mean(conv . w + b)
-    np.testing.assert_allclose(model(batch, training=False).numpy(), logits, atol=1e-5)
-    outside = np.zeros(maps.shape, np.float32)
-    outside[:, :2] = 1.0  # the top two rows of cells are outside the lungs
-    loss = make_outside_loss(model.get_layer("logit"))(outside, maps).numpy()
-    expected = [(((m - bias) ** 2) * o).mean() for m, o in zip(maps, outside)]
-    np.testing.assert_allclose(loss, expected, rtol=1e-5)
-
-
-def test_lung_field_counts_per_population_and_class():
-    records = [Record(path=None, label=0, patient="a"), Record(path=None, label=1, patient="b"),
-               Record(path=None, label=1, patient="c"), Record(path=None, label=0, patient="d", population="adult")]
-    outside = np.zeros((4, 3, 3), np.uint8)
-    outside[1, 0, 0] = outside[3, 2, 2] = 1
-    assert count_lung_fields(records, outside) == {"child NORMAL": "0/1", "child PNEUMONIA": "1/2",
-                                                    "adult NORMAL": "1/1"}
-    assert count_lung_fields(records, None)["child PNEUMONIA"] == "0/2"
 
 
 def test_weight_averager_returns_the_mean_of_the_epochs_in_its_window():
