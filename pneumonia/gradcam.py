@@ -37,8 +37,7 @@ class NetworkFunctions(NamedTuple):
     explain: Callable
 
 
-def build_network_functions(model, last_conv_layer: str, feature_layer: str, input_size: int,
-                            logit_layer: str = "logit") -> NetworkFunctions:
+def build_network_functions(model, last_conv_layer: str, feature_layer: str, input_size: int) -> NetworkFunctions:
     """Trace the network's forward pass and its forward + Grad-CAM pass, once per model.
 
     Grad-CAM needs a class; the class a user is shown depends on the calibrated threshold, which
@@ -47,17 +46,16 @@ def build_network_functions(model, last_conv_layer: str, feature_layer: str, inp
 
     Args:
         model: the pneumonia network (one logit output): ``last_conv_layer`` -> global average
-            pooling -> (dropout) -> the ``Dense(1)`` ``logit_layer``.
+            pooling -> (dropout) -> a ``Dense(1)`` output layer.
         last_conv_layer: name of the layer Grad-CAM explains (``metadata.last_conv_layer``).
         feature_layer: name of the pooled layer the gate reads (:data:`pneumonia.ood.FEATURE_LAYER`).
         input_size: side ``S`` of the model input (``metadata.input_size``).
-        logit_layer: name of the linear layer giving the logit.
 
     Returns:
         :class:`NetworkFunctions`.
 
     Raises:
-        ValueError: the logit layer's weights do not match the explained layer's channels.
+        ValueError: the output layer has no weights matching the explained layer's channels.
     """
     import keras
     import tensorflow as tf
@@ -65,11 +63,12 @@ def build_network_functions(model, last_conv_layer: str, feature_layer: str, inp
     spec = tf.TensorSpec((None, input_size, input_size, 1), tf.float32)
     features = model.get_layer(feature_layer).output
     explained = keras.Model(model.inputs, [model.output, features, model.get_layer(last_conv_layer).output])
-    kernel = model.get_layer(logit_layer).kernel  # (C, 1): each channel's weight in the logit
+    head = model.layers[-1]  # the layer whose output is the logit
+    kernel = getattr(head, "kernel", None)  # (C, 1): each channel's weight in the logit
     channels = explained.outputs[2].shape[-1]
-    if tuple(kernel.shape) != (channels, 1):
-        raise ValueError(f"layer {logit_layer!r} has weights {tuple(kernel.shape)}, not ({channels}, 1): "
-                         f"{last_conv_layer!r} must feed average pooling and one linear logit")
+    if kernel is None or tuple(kernel.shape) != (channels, 1):
+        raise ValueError(f"the output layer {head.name!r} is not one linear unit over the {channels} channels of "
+                         f"{last_conv_layer!r}: Grad-CAM here needs average pooling and one linear logit")
 
     # Calling the model directly in a traced graph avoids model.predict's per-call overhead.
     @tf.function(input_signature=[spec])

@@ -109,14 +109,14 @@ def test_closed_form_maps_equal_gradient_grad_cam_with_dropout_in_the_head(seed)
     np.testing.assert_allclose(maps, np.stack(expected), atol=1e-4)
 
 
-def test_a_head_that_is_not_one_linear_logit_is_refused():
+def test_a_logit_layer_that_does_not_fit_the_explained_channels_is_refused():
     import keras
 
     inputs = keras.Input((SIZE, SIZE, 1))
     conv = keras.layers.Conv2D(CHANNELS, KERNEL, name="conv")(inputs)
     pooled = keras.layers.GlobalAveragePooling2D(name="pool")(conv)
     model = keras.Model(inputs, keras.layers.Dense(1, name="logit")(keras.layers.Dense(7)(pooled)))
-    with pytest.raises(ValueError, match="average pooling and one linear logit"):
+    with pytest.raises(ValueError, match="needs average pooling and one linear logit"):
         build_network_functions(model, "conv", "pool", SIZE)
 
 
