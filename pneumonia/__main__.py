@@ -1,9 +1,10 @@
-"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|robustness``.
+"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|export|robustness``.
 
     python -m pneumonia train    --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --out model/
     python -m pneumonia evaluate --data ../shared/data/chest_xray/test --adult ../shared/data/adult_nih --model model/ --out reports/
     python -m pneumonia predict  film.jpeg folder/ --csv out.csv
     python -m pneumonia fit-gate --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/
+    python -m pneumonia export   --model model/
     python -m pneumonia robustness --data ../shared/data/chest_xray --model model/
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pneumonia import evaluate, robustness, train
+from pneumonia.litert import export_model_dir
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief, needs_distribution
 from pneumonia.errors import PneumoniaError
 from pneumonia.inference import VERDICT_FIELDS, Predictor
@@ -98,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     gate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
     gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
+    export = commands.add_parser("export", help="export a trained model's network for the app (TensorFlow Lite)")
+    export.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     robustness.add_arguments(commands.add_parser(
         "robustness", help="score a model's validation split under image changes (stress validation)"))
     predict = commands.add_parser("predict", help="classify files and folders into a CSV")
@@ -121,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = robustness.run
         elif args.command == "fit-gate":
             train.refit_gate(args.data, resolve_model_dir(args.model), args.adult)
+            return 0
+        elif args.command == "export":
+            serving = export_model_dir(resolve_model_dir(args.model))
+            print(f"exported {serving['file']} (sha256 {serving['sha256'][:12]}) from weights {serving['keras_sha256'][:12]}")
             return 0
         else:
             run = run_predict

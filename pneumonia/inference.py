@@ -30,8 +30,9 @@ from pneumonia.calibration import apply_temperature
 from pneumonia.dicom import DicomHeader, find_header_refusal
 from pneumonia.distribute import run_sharded
 from pneumonia.errors import ModelLoadError, PneumoniaError
-from pneumonia.gradcam import build_network_functions, overlay_heatmap
-from pneumonia.model import ModelMetadata, load_model, resolve_model_dir
+from pneumonia.gradcam import NetworkFunctions, build_network_functions, overlay_heatmap
+from pneumonia.litert import has_litert, load_serving_network
+from pneumonia.model import ModelMetadata, load_metadata, load_model, resolve_model_dir
 from pneumonia.notes import UNKNOWN_REASONS, describe_caution
 from pneumonia.ood import FEATURE_LAYER, OodGate, describe_inputs, looks_lateral
 from pneumonia.population import PopulationProbe, choose_population
@@ -202,10 +203,19 @@ def find_unknown_cause(header: Optional[DicomHeader], gate: Optional[OodGate], d
 
 
 class Predictor:
-    """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls."""
+    """A loaded model with its metadata; thread-safe for concurrent ``predict`` calls.
+
+    Attributes:
+        model: the Keras network, or ``None`` when the exported LiteRT network runs instead
+            (:meth:`load` with ``metadata.serving``; see :mod:`pneumonia.litert`).
+        metadata: the model's :class:`pneumonia.model.ModelMetadata`.
+        gate: the "not a chest X-ray" gate, or ``None``.
+        probe: the population probe, or ``None``.
+        strategy: the ``tf.distribute`` strategy batches are split under, or ``None``.
+    """
 
     def __init__(self, model, metadata: ModelMetadata, gate: Optional[OodGate] = None, strategy=None,
-                 probe: Optional[PopulationProbe] = None):
+                 probe: Optional[PopulationProbe] = None, network: Optional[NetworkFunctions] = None):
         self.model = model
         self.metadata = metadata
         self.gate = gate
@@ -213,12 +223,18 @@ class Predictor:
         # A tf.distribute strategy with several replicas splits batches across them (see
         # run_network); None or a single replica runs everything on the default device.
         self.strategy = strategy
-        self._network = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER,
-                                                metadata.input_size)
+        # The network's passes: the exported LiteRT network (Predictor.load) or the Keras model's
+        # traced passes; both are the same traced function (pneumonia.litert).
+        self._network = network or build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER,
+                                                           metadata.input_size)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, strategy=None) -> "Predictor":
         """Load the model in ``model_dir`` (default: ``$PNEUMONIA_MODEL_DIR`` or the shipped ``model/``).
+
+        When the metadata names an exported network (``serving``) and LiteRT is installed, that
+        network runs and TensorFlow is not imported; otherwise, or under a strategy with several
+        replicas, the Keras network is loaded.
 
         Args:
             model_dir: the model folder.
@@ -229,11 +245,17 @@ class Predictor:
             ModelLoadError: the model or metadata is missing, corrupt or inconsistent.
         """
         model_dir = resolve_model_dir(model_dir)
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            model, metadata = load_model(model_dir)
+        metadata = load_metadata(model_dir)
+        model, network = None, None
+        if metadata.serving and has_litert() and (strategy is None or strategy.num_replicas_in_sync == 1):
+            # The exported network: no TensorFlow import, a few ms a film (pneumonia.litert).
+            network = load_serving_network(model_dir, metadata)
+        else:
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                model, metadata = load_model(model_dir)
         gate = load_part(OodGate, model_dir, "chest X-ray gate") if metadata.ood else None
         probe = load_part(PopulationProbe, model_dir, "population probe") if metadata.populations.get("probe") else None
-        return cls(model, metadata, gate, strategy, probe)
+        return cls(model, metadata, gate, strategy, probe, network)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -317,10 +339,10 @@ class Predictor:
         """
         check_model_input(batch, self.metadata.input_size)
         if explain:
-            return tuple(output.numpy() for output in self._network.explain(batch))
+            return tuple(np.asarray(output) for output in self._network.explain(batch))
         if self.strategy is not None and self.strategy.num_replicas_in_sync > 1:
             return tuple(run_sharded(self.strategy, self._network.forward, batch))
-        return tuple(output.numpy() for output in self._network.forward(batch))
+        return tuple(np.asarray(output) for output in self._network.forward(batch))
 
     def score_batch(self, batch: np.ndarray) -> BatchScores:
         """Logits, gate distances and P(adult) for a model-ready batch, from one network pass.

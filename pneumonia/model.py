@@ -62,6 +62,9 @@ class ModelMetadata:
             is told from the image (see :mod:`pneumonia.population`); empty for a model with one
             operating point.
         created: ISO date the weights were written.
+        serving: the exported network the app runs (:mod:`pneumonia.litert`): ``file``,
+            ``runtime``, ``exported_with``, ``keras_sha256`` (of the weights it was exported from)
+            and ``sha256``; empty when there is none (the Keras network is run instead).
     """
 
     version: str
@@ -77,6 +80,7 @@ class ModelMetadata:
     ood: dict[str, Any] = dataclasses.field(default_factory=dict)
     populations: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
+    serving: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def fitted_populations(self) -> dict[str, dict]:

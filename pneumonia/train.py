@@ -21,6 +21,7 @@ What it does, in order:
    report its validation figures, and fit the probe that tells the population from the image;
    fit the not-a-chest-X-ray gate on the training and validation films; save all with the
    network's metadata.
+6. Export the network the app runs (:mod:`pneumonia.litert`: the traced pass as TensorFlow Lite).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from pneumonia.gradcam import build_network_functions
 from pneumonia.metrics import compute_metrics, expected_calibration_error
 from pneumonia.model import (HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata, backbone_layer_names,
                              build_model, load_metadata, load_model, save_model)
+from pneumonia.litert import export_model_dir
 from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
 from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
@@ -519,6 +521,8 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     gate = fit_gate_for_model(out_dir, train_descriptions, val_descriptions)
     log(f"chest X-ray gate: distance threshold {gate['threshold']:.1f}, "
         f"passes {gate['val_pass_rate']:.1%} of validation films")
+    serving = export_model_dir(out_dir)
+    log(f"exported the network the app runs: {serving['file']} ({serving['runtime']})")
     log(f"saved {path} ({path.stat().st_size / 1e6:.1f} MB) after {(time.time() - started) / 60:.1f} min")
     return json.loads(load_metadata(out_dir).to_json())
 

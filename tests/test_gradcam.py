@@ -148,7 +148,9 @@ def test_predictor_explains_the_class_the_calibrated_threshold_decides(margin, e
 
 
 def test_product_heatmap_shape_range_and_finite(predictor, film_paths):
-    layer = predictor.model.get_layer(predictor.metadata.last_conv_layer)
+    from pneumonia.model import load_model
+
+    layer = load_model()[0].get_layer(predictor.metadata.last_conv_layer)
     heatmaps = [predictor.predict(path, explain=True).heatmap for path in (film_paths[0], film_paths[-1])]
     for heatmap in heatmaps:
         assert heatmap.shape == tuple(layer.output.shape[1:3])
