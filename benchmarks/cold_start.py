@@ -27,8 +27,6 @@ import gradio
 t.append(time.perf_counter())
 import app
 t.append(time.perf_counter())
-import tensorflow, keras
-t.append(time.perf_counter())
 from pneumonia import Predictor
 predictor = Predictor.load()
 t.append(time.perf_counter())
@@ -36,7 +34,9 @@ predictor.predict({str(EXAMPLE)!r}, explain=True)
 t.append(time.perf_counter())
 app.build_demo(predictor)
 t.append(time.perf_counter())
-names = ["import gradio", "import app (page, notes)", "import tensorflow + keras", "Predictor.load()",
+import sys
+names = ["import gradio", "import app (page, notes)",
+         "Predictor.load()" + ("" if "tensorflow" in sys.modules else " (LiteRT; TensorFlow not imported)"),
          "first predict(explain=True)", "build_demo()"]
 print(json.dumps(dict(zip(names, [b - a for a, b in zip(t, t[1:])]))))
 """
