@@ -25,6 +25,7 @@ from pneumonia.errors import ModelLoadError
 from pneumonia.gradcam import NetworkFunctions, build_network_functions
 from pneumonia.model import MODEL_FILENAME, ModelMetadata, load_model, update_metadata
 from pneumonia.ood import FEATURE_LAYER
+from pneumonia.pretrained import sha256_of
 
 SERVING_FILENAME = "pneumonia_cnn.tflite"
 RUNTIME = "ai-edge-litert (TensorFlow Lite, XNNPACK)"
@@ -36,11 +37,6 @@ def has_litert() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("ai_edge_litert") is not None
-
-
-def hash_file(path: str | Path) -> str:
-    """The hex sha256 of a file."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def export_network(model, last_conv_layer: str, feature_layer: str, input_size: int) -> bytes:
@@ -85,7 +81,7 @@ def export_model_dir(model_dir: str | Path) -> dict:
     flatbuffer = export_network(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size)
     (model_dir / SERVING_FILENAME).write_bytes(flatbuffer)
     serving = {"file": SERVING_FILENAME, "runtime": RUNTIME, "exported_with": f"tensorflow {tf.__version__}",
-               "keras_sha256": hash_file(model_dir / MODEL_FILENAME),
+               "keras_sha256": sha256_of(model_dir / MODEL_FILENAME),
                "sha256": hashlib.sha256(flatbuffer).hexdigest()}
     update_metadata(model_dir, serving=serving)
     return serving
@@ -114,7 +110,7 @@ def load_serving_network(model_dir: str | Path, metadata: ModelMetadata) -> Netw
     weights = model_dir / MODEL_FILENAME
     if not weights.is_file():
         raise ModelLoadError(f"No model file at {weights}: the exported network needs its weights of record beside it.")
-    if hash_file(weights) != metadata.serving.get("keras_sha256"):
+    if sha256_of(weights) != metadata.serving.get("keras_sha256"):
         raise ModelLoadError(f"{path.name} was exported from other weights than {weights.name}: "
                              f"run `python -m pneumonia export --model {model_dir}`.")
     from ai_edge_litert.interpreter import Interpreter
