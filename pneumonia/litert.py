@@ -14,7 +14,6 @@ px film in a few milliseconds with XNNPACK. Outputs agree with Keras' within flo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -53,9 +52,8 @@ def export_network(model, last_conv_layer: str, feature_layer: str, input_size: 
     """
     import tempfile
 
-    import tensorflow as tf
-
     import keras
+    import tensorflow as tf
 
     # Through a Keras export archive (a SavedModel): it tracks the Keras 3 weights the traced
     # function reads, which a converter given the bare concrete function leaves out.
@@ -79,10 +77,10 @@ def export_model_dir(model_dir: str | Path) -> dict:
     model_dir = Path(model_dir)
     model, metadata = load_model(model_dir)
     flatbuffer = export_network(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size)
-    (model_dir / SERVING_FILENAME).write_bytes(flatbuffer)
+    path = model_dir / SERVING_FILENAME
+    path.write_bytes(flatbuffer)
     serving = {"file": SERVING_FILENAME, "runtime": RUNTIME, "exported_with": f"tensorflow {tf.__version__}",
-               "keras_sha256": sha256_of(model_dir / MODEL_FILENAME),
-               "sha256": hashlib.sha256(flatbuffer).hexdigest()}
+               "keras_sha256": sha256_of(model_dir / MODEL_FILENAME), "sha256": sha256_of(path)}
     update_metadata(model_dir, serving=serving)
     return serving
 
@@ -128,15 +126,14 @@ def load_serving_network(model_dir: str | Path, metadata: ModelMetadata) -> Netw
     # The three outputs are told apart by rank: logits 1, pooled features 2, maps 4.
     outputs = {len(d["shape_signature"]): d["index"] for d in interpreter.get_output_details()}
     lock = threading.Lock()
-    batch_size = [int(source["shape"][0])]
 
     def explain(batch: np.ndarray):
         batch = np.ascontiguousarray(batch, np.float32)
         with lock:
-            if len(batch) != batch_size[0]:
+            # The interpreter keeps the last batch size it was given; another size needs a resize.
+            if interpreter.get_input_details()[0]["shape"][0] != len(batch):
                 interpreter.resize_tensor_input(source["index"], batch.shape)
                 interpreter.allocate_tensors()
-                batch_size[0] = len(batch)
             interpreter.set_tensor(source["index"], batch)
             interpreter.invoke()
             return tuple(interpreter.get_tensor(outputs[rank]).copy() for rank in (1, 2, 4))
