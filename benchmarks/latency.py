@@ -50,10 +50,11 @@ def reference_input(path: Path) -> np.ndarray:
 
 def measure(rounds: int, example: Path, warmup: int = 5) -> dict:
     """Interleaved timings (seconds) of the four variants, plus a breakdown of ours."""
-    from pneumonia import Predictor
+    from pneumonia import Predictor, serving
     from pneumonia.inference import render_overlay
     from pneumonia.preprocessing import read_image, resize_image, to_batch
 
+    serving.limit_allocator_growth()  # the app's process settings (app.main), for both contestants
     predictor = Predictor.load()
     reference = build_reference_cnn()
     variants = {

@@ -155,7 +155,11 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) 
     """Blend a heatmap over a grayscale film at the film's own resolution.
 
     The colour's opacity grows with the heatmap (``alpha`` at its peak), so the film shows through
-    unchanged where nothing drove the answer and only the supporting regions are tinted.
+    unchanged where nothing drove the answer and only the supporting regions are tinted:
+    ``film * (1 - alpha * w) + jet(w) * alpha * w``. On large films the colour and opacity are
+    worked out at down to a quarter of the film's side, never coarser than 16 pixels per map cell,
+    and upsampled: the map is smooth at that scale, so this stays within a few levels of working
+    them out at full size.
 
     Args:
         image: ``float`` array ``(H, W)`` in ``[0, 1]`` (the decoded film).
@@ -167,13 +171,22 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) 
     """
     import cv2
 
-    # film * (1 - w) + colour * w in one vectorised OpenCV pass over uint8 planes: numpy's
-    # (H, W, 3) float temporaries cost 3-4x more on a 1-megapixel film (docs/performance.md).
+    # Every full-size temporary costs more than the arithmetic on it: the app hands multi-MB
+    # buffers back to the OS (serving.limit_allocator_growth), so each is page-faulted in afresh.
+    # Hence uint8 planes only, colour and opacity at a quarter of the side, and in-place
+    # operations: about 8 fresh bytes per pixel instead of 25 (docs/performance.md).
     alpha = float(np.clip(alpha, 0.0, 1.0))
     height, width = image.shape
-    weight = resize_heatmap(heatmap, (width, height))
-    colours = colorize_heatmap(weight)
-    weight *= alpha
-    film = cv2.convertScaleAbs(np.clip(image, 0.0, 1.0), alpha=255.0)  # rounded to uint8
-    rgb = cv2.blendLinear(cv2.cvtColor(film, cv2.COLOR_GRAY2RGB), colours, 1.0 - weight, weight)
-    return Image.fromarray(rgb, mode="RGB")
+    size = (width, height)
+    small = resize_heatmap(heatmap, (max(-(-width // 4), min(width, 16 * heatmap.shape[1])),
+                                     max(-(-height // 4), min(height, 16 * heatmap.shape[0]))))
+    opacity = cv2.convertScaleAbs(small, alpha=255.0 * alpha)  # uint8, 255 = colour only
+    tint = cv2.multiply(colorize_heatmap(small), cv2.cvtColor(opacity, cv2.COLOR_GRAY2RGB), scale=1 / 255)
+    if image.min() < 0.0:  # convertScaleAbs would fold negatives back up
+        image = np.clip(image, 0.0, 1.0)
+    film = cv2.convertScaleAbs(image, alpha=255.0)  # rounded and saturated to uint8
+    cv2.multiply(film, cv2.resize(cv2.bitwise_not(opacity), size, interpolation=cv2.INTER_LINEAR),
+                 dst=film, scale=1 / 255)
+    rgb = cv2.cvtColor(film, cv2.COLOR_GRAY2RGB)
+    cv2.add(rgb, cv2.resize(tint, size, interpolation=cv2.INTER_LINEAR), dst=rgb)
+    return Image.frombuffer("RGB", size, rgb, "raw", "RGB", 0, 1)  # shares rgb's memory: no copy

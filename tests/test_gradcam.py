@@ -184,15 +184,35 @@ def test_overlay_alpha_one_shows_pure_colour_at_the_peak():
     assert overlay[20, 20, 0] > 100 and overlay[20, 20, 2] == 0
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_overlay_matches_the_blending_formula(dtype):
-    """film * (1 - alpha * w) + jet(w) * alpha * w, computed here directly with broadcasting."""
+def blend_by_formula(film: np.ndarray, heatmap: np.ndarray, alpha: float) -> np.ndarray:
+    """film * (1 - alpha * w) + jet(w) * alpha * w at full size, float64, broadcast directly."""
+    import cv2
+
     from pneumonia.gradcam import resize_heatmap
 
+    height, width = film.shape
+    w = resize_heatmap(heatmap, (width, height)).astype(np.float64)  # the map at the film's size
+    jet = cv2.applyColorMap(np.rint(w * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    return film[..., None] * 255.0 * (1 - alpha * w[..., None]) + jet * (alpha * w[..., None])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_overlay_matches_the_blending_formula(dtype):
+    """A small film is coloured at full size: the formula's value to rounding."""
     rng = np.random.default_rng(3)
     film = rng.random((37, 53)).astype(dtype)
     heatmap = rng.random((5, 5)).astype(np.float32)
-    w = resize_heatmap(heatmap, (53, 37))
-    expected = film[..., None] * 255.0 * (1 - 0.6 * w[..., None]) + colorize_heatmap(w) * (0.6 * w[..., None])
     got = np.asarray(overlay_heatmap(film, heatmap, alpha=0.6)).astype(np.float64)
-    assert np.abs(got - np.rint(expected)).max() <= 1.0
+    assert np.abs(got - blend_by_formula(film, heatmap, 0.6)).max() <= 2.0
+
+
+@pytest.mark.parametrize("size", [(1024, 967), (2000, 1500)])
+def test_overlay_of_a_large_film_stays_close_to_the_formula(size):
+    """Coloured at a quarter of the side and upsampled: a few levels off where JET bends, no more."""
+    width, height = size
+    rng = np.random.default_rng(4)
+    film = rng.random((height, width)).astype(np.float32)
+    heatmap = rng.random((14, 14)).astype(np.float32)
+    error = np.abs(np.asarray(overlay_heatmap(film, heatmap, alpha=0.6)).astype(np.float64)
+                   - blend_by_formula(film, heatmap, 0.6))
+    assert error.mean() <= 1.5 and np.percentile(error, 99.9) <= 15 and error.max() <= 30
