@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from pneumonia import evaluate, robustness, train
-from pneumonia.litert import export_model_dir
-from pneumonia.distribute import choose_strategy, describe_strategy, is_chief, needs_distribution
+from pneumonia.distribute import asks_for_distribution, choose_strategy, describe_strategy, is_chief, needs_distribution
+from pneumonia.litert import export_model_dir, has_litert
 from pneumonia.errors import PneumoniaError
 from pneumonia.inference import VERDICT_FIELDS, Predictor
 from pneumonia.model import resolve_model_dir
@@ -49,13 +49,14 @@ def run_predict(args: argparse.Namespace) -> int:
 
     Returns 0 when at least one file was classified, 1 when none could be read, 2 when no file
     was found. Batches run under the ``tf.distribute`` strategy the environment calls for (see
-    :mod:`pneumonia.distribute`); under a multi-worker strategy only the chief writes.
+    :mod:`pneumonia.distribute`); under a multi-worker strategy only the chief writes. When the
+    environment calls for none and LiteRT is installed, TensorFlow is not imported at all.
     """
     files = collect_files(args.paths)
     if not files:
         print("No files found.", file=sys.stderr)
         return 2
-    strategy = choose_strategy()
+    strategy = choose_strategy() if asks_for_distribution() or not has_litert() else None
     if needs_distribution(strategy):
         print(f"strategy: {describe_strategy(strategy)}", file=sys.stderr)
     predictor = Predictor.load(args.model, strategy=strategy)

@@ -12,7 +12,11 @@ otherwise (one CPU, or one GPU)                    the default strategy: no over
 
 ``PNEUMONIA_STRATEGY=default|mirrored|multi_worker`` forces a choice. TensorFlow requires a
 multi-worker strategy to be created before any other TensorFlow work, so
-:func:`choose_strategy` is the first thing ``train`` and ``predict`` call.
+:func:`choose_strategy` is the first thing ``train`` and ``predict`` call. The batch CLI
+(``predict``) asks for a strategy only when the environment names one (:func:`asks_for_distribution`)
+or when the exported network cannot run: otherwise it runs the exported network on the CPU without
+importing TensorFlow (about 6 s of start-up), so several GPUs go unused unless
+``PNEUMONIA_STRATEGY=mirrored`` says so.
 
 Batch prediction under more than one replica: each batch of decoded films is split across the
 replicas (:func:`run_sharded`), and the logits and gate features are gathered back in input order
@@ -71,6 +75,27 @@ def choose_strategy(env: Optional[Mapping[str, str]] = None):
     if not gpus and len(cpus) > 1:
         return tf.distribute.MirroredStrategy(cpus)
     return tf.distribute.get_strategy()
+
+
+def asks_for_distribution(env: Optional[Mapping[str, str]] = None) -> bool:
+    """Whether the environment names a strategy or a cluster; reads no TensorFlow.
+
+    Args:
+        env: environment variables to read (default ``os.environ``).
+
+    Returns:
+        True when ``PNEUMONIA_STRATEGY`` is ``mirrored`` or ``multi_worker``, or ``TF_CONFIG``
+        names a cluster (and ``PNEUMONIA_STRATEGY`` is not ``default``).
+
+    Raises:
+        ValueError: as :func:`choose_strategy`, for a bad ``PNEUMONIA_STRATEGY`` or ``TF_CONFIG``.
+    """
+    env = os.environ if env is None else env
+    forced = env.get(STRATEGY_ENV, "").strip().lower()
+    if forced and forced not in CHOICES:
+        raise ValueError(f"{STRATEGY_ENV} must be one of {', '.join(CHOICES)}, not {forced!r}.")
+    tf_config = parse_tf_config(env.get("TF_CONFIG", ""))
+    return forced in ("mirrored", "multi_worker") or (not forced and bool(tf_config))
 
 
 def parse_tf_config(text: str) -> dict:

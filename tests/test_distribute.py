@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pneumonia.distribute import choose_strategy, is_chief, parse_tf_config, shard_slices
+from pneumonia.distribute import asks_for_distribution, choose_strategy, is_chief, parse_tf_config, shard_slices
+from pneumonia.litert import has_litert
 
 ROOT = Path(__file__).resolve().parent.parent
 TWO_CPUS = """
@@ -133,6 +134,40 @@ def test_one_cpu_gets_the_default_strategy():
 def test_bad_settings_are_refused_with_a_message(env, message):
     with pytest.raises(ValueError, match=message):
         choose_strategy(env)
+    if "needs TF_CONFIG" not in message:  # that one is choose_strategy's to refuse, once it is asked
+        with pytest.raises(ValueError, match=message):
+            asks_for_distribution(env)
+
+
+CLUSTER = json.dumps({"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 0}})
+
+
+@pytest.mark.parametrize("env, asks", [
+    ({}, False),
+    ({"PNEUMONIA_STRATEGY": "default"}, False),
+    ({"PNEUMONIA_STRATEGY": " Mirrored "}, True),
+    ({"PNEUMONIA_STRATEGY": "multi_worker"}, True),
+    ({"TF_CONFIG": CLUSTER}, True),
+    ({"TF_CONFIG": CLUSTER, "PNEUMONIA_STRATEGY": "default"}, False),
+    ({"TF_CONFIG": '{"task": {"type": "worker", "index": 0}}'}, False),
+])
+def test_asks_for_distribution_follows_the_environment_like_choose_strategy(env, asks):
+    assert asks_for_distribution(env) is asks
+
+
+@pytest.mark.skipif(not has_litert(), reason="ai-edge-litert has no wheel for this platform: the CLI runs Keras")
+@pytest.mark.parametrize("strategy", ["", "default"])
+def test_batch_cli_runs_without_tensorflow_when_no_distribution_is_asked_for(tmp_path, strategy):
+    out = tmp_path / "out.csv"
+    code = ("import sys; from pneumonia.__main__ import main; "
+            f"rc = main(['predict', 'examples', '--csv', {str(out)!r}, '--quiet']); "
+            "print(rc, 'tensorflow' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "PNEUMONIA_STRATEGY")}
+    env["PNEUMONIA_STRATEGY"] = strategy
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.split() == ["0", "False"], result.stderr[-2000:]
+    assert len(out.read_text().splitlines()) == 1 + len(list((ROOT / "examples").glob("*/*")))
 
 
 def test_tf_config_without_a_cluster_is_ignored():
