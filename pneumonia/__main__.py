@@ -1,9 +1,10 @@
-"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|export|robustness``.
+"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|calibrate|export|robustness``.
 
     python -m pneumonia train    --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --out model/
     python -m pneumonia evaluate --data ../shared/data/chest_xray/test --adult ../shared/data/adult_nih --model model/ --out reports/
     python -m pneumonia predict  film.jpeg folder/ --csv out.csv
     python -m pneumonia fit-gate --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/
+    python -m pneumonia calibrate --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/ --run-name r12s
     python -m pneumonia export   --model model/
     python -m pneumonia robustness --data ../shared/data/chest_xray --model model/
 """
@@ -101,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     gate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
     gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
+    calibrate = commands.add_parser("calibrate", help="refit a trained model's operating points (temperature, threshold)")
+    calibrate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
+    calibrate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
+    calibrate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
+    calibrate.add_argument("--run-name", required=True, help="the new first part of the model's version")
     export = commands.add_parser("export", help="export a trained model's network for the app (TensorFlow Lite)")
     export.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     robustness.add_arguments(commands.add_parser(
@@ -126,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = robustness.run
         elif args.command == "fit-gate":
             train.refit_gate(args.data, resolve_model_dir(args.model), args.adult)
+            return 0
+        elif args.command == "calibrate":
+            train.recalibrate_model(args.data, resolve_model_dir(args.model), args.adult, args.run_name)
             return 0
         elif args.command == "export":
             serving = export_model_dir(resolve_model_dir(args.model))

@@ -37,14 +37,14 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumonia.calibration import apply_temperature, choose_threshold, fit_temperature
+from pneumonia.calibration import apply_temperature, choose_stable_threshold, fit_temperature
 from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, list_adult_records, list_records,
                             load_images, split_adult_records, split_by_patient)
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
 from pneumonia.gradcam import build_network_functions
 from pneumonia.metrics import compute_metrics, expected_calibration_error
 from pneumonia.model import (HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata, backbone_layer_names,
-                             build_model, load_metadata, load_model, save_model)
+                             build_model, load_metadata, load_model, save_model, update_metadata)
 from pneumonia.litert import export_model_dir
 from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
@@ -387,8 +387,24 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Pat
     return summary
 
 
-def calibrate_population(logits: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+# How the operating points are chosen: recorded with every model (training.operating_points).
+THRESHOLD_RULE = {
+    "temperature": "fitted by negative log-likelihood on the population's validation films",
+    "threshold": ("median over 1000 bootstrap resamples of the validation patients (within each class, "
+                  "seed 0) of the threshold maximising Youden's J"),
+}
+
+
+def calibrate_population(logits: np.ndarray, labels: np.ndarray, patients: np.ndarray) -> tuple[dict, dict]:
     """Temperature, threshold and validation figures of one population's validation films.
+
+    The threshold is the bootstrap median of Youden's J optimum over the validation patients
+    (:func:`pneumonia.calibration.choose_stable_threshold`, :data:`THRESHOLD_RULE`).
+
+    Args:
+        logits: ``(N,)`` the network's outputs on the population's validation films.
+        labels: ``(N,)`` 0/1 ground truth.
+        patients: ``(N,)`` patient ids, resampled as units.
 
     Returns:
         ``({"temperature", "threshold"}, figures)`` with figures from
@@ -397,11 +413,63 @@ def calibrate_population(logits: np.ndarray, labels: np.ndarray) -> tuple[dict, 
     """
     temperature = fit_temperature(logits, labels)
     probabilities = apply_temperature(logits, temperature)
-    threshold = choose_threshold(probabilities, labels)
+    threshold = choose_stable_threshold(probabilities, labels, patients)
     figures = compute_metrics(labels, probabilities, threshold)
     figures = {k: round(float(figures[k]), 4) for k in ("n", "roc_auc", "accuracy", "sensitivity", "specificity", "ece")}
     figures["ece_uncalibrated"] = round(expected_calibration_error(apply_temperature(logits, 1.0), labels), 4)
     return {"temperature": round(temperature, 6), "threshold": round(threshold, 6)}, figures
+
+
+def fit_operating_points(val_logits: np.ndarray, val_records: Sequence[Record], log=print) -> tuple[dict, dict]:
+    """Each population's operating point and validation figures (:func:`calibrate_population`).
+
+    Args:
+        val_logits: ``(N,)`` the network's outputs on the validation films, in ``val_records`` order.
+        val_records: the validation films.
+
+    Returns:
+        ``(populations, validation)``: ``{population: {"temperature", "threshold"}}`` and
+        ``{population: figures}``, for the populations present.
+    """
+    populations, validation = {}, {}
+    for population in POPULATIONS:
+        chosen = np.array([r.population == population for r in val_records])
+        if not chosen.any():
+            continue
+        labels = np.array([r.label for r in val_records])[chosen]
+        patients = np.array([r.patient for r in val_records])[chosen]
+        populations[population], validation[population] = calibrate_population(val_logits[chosen], labels, patients)
+        log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
+    return populations, validation
+
+
+def recalibrate_model(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None,
+                      run_name: str = "", log=print) -> dict:
+    """Refit a trained model's operating points with today's rule, on the split it was trained with.
+
+    The weights, gate and population probe are untouched; the validation split is rebuilt from
+    the metadata's seeds and fractions. The model gets a new identity (``run_name`` replaces the
+    first part of its version), its validation figures are replaced, and its test figures, which
+    were taken at the old operating points, are dropped until ``evaluate --record`` takes them again.
+
+    Returns:
+        The new metadata, as a dict.
+    """
+    model, metadata = load_model(model_dir)
+    _, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
+    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
+    val_logits = describe_images(forward, load_images([r.path for r in val_records], metadata.input_size))[0]
+    populations, validation = fit_operating_points(val_logits, val_records, log)
+    child = populations.get("child") or next(iter(populations.values()))
+    fitted = {**metadata.populations, **populations}
+    training = {**metadata.training, "operating_points": {
+        **THRESHOLD_RULE, "refitted": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "from_version": metadata.version}}
+    version = f"{run_name or 'recalibrated'}-{metadata.version.split('-', 1)[-1]}"
+    update_metadata(model_dir, version=version, threshold=child["threshold"], temperature=child["temperature"],
+                    populations=fitted, training=training, metrics={"validation": validation})
+    log(f"{metadata.version} -> {version}")
+    return json.loads(load_metadata(model_dir).to_json())
 
 
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None,
@@ -471,13 +539,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     _, train_features, train_descriptions = describe_images(forward, train_x)
     val_logits, val_features, val_descriptions = describe_images(forward, val_x)
     val_population = np.array([r.population for r in val_records])
-    populations, validation = {}, {}
-    for population in POPULATIONS:
-        chosen = val_population == population
-        if not chosen.any():
-            continue
-        populations[population], validation[population] = calibrate_population(val_logits[chosen], val_y[chosen])
-        log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
+    populations, validation = fit_operating_points(val_logits, val_records, log)
 
     duration = time.time() - started
     date = dt.datetime.now(dt.timezone.utc)
@@ -509,6 +571,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
             "duration_s": round(duration, 1),
             "date": date.isoformat(timespec="seconds"),
             "config": dataclasses.asdict(config),
+            "operating_points": THRESHOLD_RULE,
         },
         metrics={"validation": validation},
         populations=populations,
