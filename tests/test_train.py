@@ -11,11 +11,11 @@ import pytest
 from scipy import ndimage
 
 from pneumonia.data import Record, list_adult_records, split_adult_records
-from pneumonia.model import load_model
-from pneumonia.train import (TrainConfig, adjust_intensity, augment_batch, build_augmenter, cell_shares,
-                             config_from_metadata, describe_data, describe_weights, gaussian_blur, make_datasets,
-                             make_weight_averager, recompute_batch_statistics, split_records, train_model,
-                             training_targets)
+from pneumonia.model import load_model, update_metadata
+from pneumonia.train import (THRESHOLD_RULE, TrainConfig, adjust_intensity, augment_batch, build_augmenter,
+                             cell_shares, config_from_metadata, describe_data, describe_weights, gaussian_blur,
+                             make_datasets, make_weight_averager, recalibrate_model, recompute_batch_statistics,
+                             split_records, train_model, training_targets)
 
 
 @pytest.fixture
@@ -244,3 +244,28 @@ def test_training_smoke_run_on_both_populations_writes_a_loadable_model(films, a
         assert {"roc_auc", "specificity", "ece"} <= set(meta["metrics"]["validation"][population])
     assert (tmp_path / "population.npz").is_file() and (tmp_path / "ood.npz").is_file()
     assert meta["training"]["pretrained"] is None  # tests start from random weights
+    assert meta["training"]["operating_points"] == THRESHOLD_RULE
+
+    # Refitting the operating points of the saved model on the same split gives training's own
+    # values (same rule, same films, the network reloaded from its file), under a new identity.
+    meta["metrics"]["test"] = {"accuracy": 0.5}  # as evaluate --record would have left it
+    update_metadata(tmp_path, metrics=meta["metrics"])
+    refit = recalibrate_model(films, tmp_path, adult_folder, run_name="smoke2", log=lambda m: None)
+    assert refit["version"] == "smoke2-" + metadata.version.split("-", 1)[1]
+    for population in ("child", "adult"):
+        for key in ("temperature", "threshold"):
+            assert refit["populations"][population][key] == pytest.approx(metadata.populations[population][key],
+                                                                          abs=2e-4)
+    assert refit["populations"]["probe"] == metadata.populations["probe"]
+    assert set(refit["metrics"]) == {"validation"}  # test figures of the old operating points are dropped
+    assert refit["training"]["operating_points"]["from_version"] == metadata.version
+    assert describe_weights(load_model(tmp_path)[0].get_weights()) == describe_weights(model.get_weights())
+
+
+def test_calibrate_command_reports_a_missing_model_in_one_line(films, tmp_path, capsys):
+    from pneumonia.__main__ import main
+
+    code = main(["calibrate", "--data", str(films), "--model", str(tmp_path / "absent"), "--run-name", "x"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
