@@ -698,9 +698,11 @@ def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
             metrics["test"]["gate"] = {k: v for k, v in result["gate"].items() if k != "negatives_diagnosed"}
     if "adult_test" in result:
         adult = result["adult_test"]
-        metrics["adult_test"] = dict(summarise_population(adult), unknown=adult["metrics"]["unknown"],
-                                     specificity_by_view={v: round(g["rate"], 6)
-                                                          for v, g in adult["by_view"]["specificity"].items()})
+        # Per view, what a caution needs (pneumonia.notes.describe_view_caution): rate, films, CI.
+        by_view = {figure: {view: {"rate": round(g["rate"], 6), "n": g["n"], "ci95": [round(b, 4) for b in g["ci95"]]}
+                            for view, g in groups.items()}
+                   for figure, groups in adult["by_view"].items()}
+        metrics["adult_test"] = dict(summarise_population(adult), unknown=adult["metrics"]["unknown"], by_view=by_view)
     if result.get("pointing_game"):
         game = result["pointing_game"]
         keys = ("n", "hits", "hit_rate", "ci95", "tolerance_px", "heatmap_grid", "margin", "best_fixed_point")

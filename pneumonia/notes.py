@@ -129,20 +129,23 @@ POPULATION_FILMS = {"child": "children's films", "adult": "adults' films"}
 CAUTION_FIGURES = (("roc_auc", "ROC AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
 
 
-def describe_caution(population: str | None, metrics: dict) -> str | None:
+def describe_caution(population: str | None, metrics: dict, view: str | None = None) -> str | None:
     """A visible caution for a film of a population the model was measured weaker on, else ``None``.
 
     Children's films are most of the training data and their test split is the reference. An adult
     film gets a caution when the model's recorded adult test figures (``metrics["adult_test"]``)
     are below its children's (``metrics["test"]``) on any of :data:`CAUTION_FIGURES`, quoting
-    both; or when no adult figures were ever recorded.
+    both; or when no adult figures were ever recorded. A view of adult films on which the
+    evaluation measured a figure below the lower 95% bound of the adults' own adds a sentence
+    (:func:`describe_view_caution`).
 
     Args:
         population: ``"child"``, ``"adult"`` or ``None`` (see :mod:`pneumonia.population`).
         metrics: the model's ``metadata.metrics``.
+        view: the film's view from its DICOM header (``"PA"``, ``"AP"``), or ``None`` when unknown.
 
     Returns:
-        One sentence, or ``None``.
+        One to two sentences, or ``None``.
     """
     if population != "adult":
         return None
@@ -151,8 +154,9 @@ def describe_caution(population: str | None, metrics: dict) -> str | None:
         return ("Adult film: this model was never tested on adults' films, so its answer here has no "
                 "measured accuracy. Read it with extra caution.")
     weaker = [key for key, _ in CAUTION_FIGURES if key in child and adult.get(key, 1.0) < child[key]]
+    by_view = describe_view_caution(adult, view)
     if not weaker:
-        return None
+        return by_view
 
     def figures(found: dict) -> str:
         return ", ".join(f"{name} {found[key]:.2f}" for key, name in CAUTION_FIGURES if key in found)
@@ -161,7 +165,39 @@ def describe_caution(population: str | None, metrics: dict) -> str | None:
     return (f"Adult film: this model is weaker on adults ({', '.join(names[key] for key in weaker)}). "
             f"On {adult.get('n', 'its')} adult test films it "
             f"reached {figures(adult)}, against {figures(child)} on children's films. "
-            "Read its answer with extra caution.")
+            + (f"{by_view} " if by_view else "") + "Read its answer with extra caution.")
+
+
+# What a view's test films are called in a caution, and what each figure counts.
+_VIEW_NAMES = {"AP": "AP films (often portable or supine)", "PA": "PA films"}
+_VIEW_FIGURES = (("sensitivity", "On the adult test set's {view} with pneumonia it found only {right} of {n} "
+                                  "(sensitivity {rate:.2f})."),
+                 ("specificity", "On the adult test set's normal {view} it cleared only {right} of {n} "
+                                 "(specificity {rate:.2f})."))
+
+
+def describe_view_caution(adult: dict, view: str | None) -> str | None:
+    """A sentence on the adult views the evaluation measured the model clearly weaker on, else ``None``.
+
+    A view counts as weaker on a figure when its rate on the adult test films of that view lies
+    below the lower bound of the 95% interval of the same figure on all adult test films. With the
+    view known (DICOM ``ViewPosition``) only that view is spoken of; unknown (JPEG, PNG ...), every
+    weaker view is, since the film may be one.
+
+    Args:
+        adult: ``metadata.metrics["adult_test"]``, with ``by_view`` as recorded by ``evaluate --record``.
+        view: ``"PA"``, ``"AP"``, or ``None`` when unknown.
+    """
+    by_view, bounds = adult.get("by_view") or {}, adult.get("ci95") or {}
+    parts = []
+    for figure, template in _VIEW_FIGURES:
+        lower = (bounds.get(figure) or [None])[0]
+        for name, found in sorted((by_view.get(figure) or {}).items()):
+            if lower is None or (view and name != view) or not found["rate"] < lower:
+                continue
+            parts.append(template.format(right=round(found["rate"] * found["n"]), n=found["n"], rate=found["rate"],
+                                         view=_VIEW_NAMES.get(name, f"{name} films")))
+    return " ".join(parts) or None
 
 
 def format_model_card(metadata, retention_s: int | None = None) -> str:

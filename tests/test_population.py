@@ -74,7 +74,10 @@ def two_point_model(tiny_model_dir, tmp_path):
     data["populations"] = {"child": {"temperature": 1.0, "threshold": 0.01},
                            "adult": {"temperature": 1.0, "threshold": 0.99}}
     data["metrics"] = {"test": {"n": 618, "roc_auc": 0.97, "sensitivity": 0.98, "specificity": 0.8},
-                       "adult_test": {"n": 97, "roc_auc": 0.85, "sensitivity": 0.6, "specificity": 0.9}}
+                       "adult_test": {"n": 97, "roc_auc": 0.85, "sensitivity": 0.6, "specificity": 0.9,
+                                      "ci95": {"sensitivity": [0.4, 0.8], "specificity": [0.8, 0.95]},
+                                      "by_view": {"sensitivity": {"AP": {"rate": 0.3, "n": 10},
+                                                                  "PA": {"rate": 0.8, "n": 10}}}}}
     (tmp_path / METADATA_FILENAME).write_text(json.dumps(data))
     return tmp_path
 
@@ -96,6 +99,17 @@ def test_the_dicom_age_picks_the_operating_point(two_point_model, film_paths, ag
     assert (verdict["caution"] is not None) == (population == "adult")
     if population == "adult":
         assert "0.85" in verdict["caution"] and "0.97" in verdict["caution"]
+        assert "AP films" in verdict["caution"]  # a JPEG-like film of unknown view: the weak view is named
+
+
+@pytest.mark.parametrize("view, named", [("AP", True), ("PA", False)])
+def test_the_dicom_view_decides_whether_the_weak_view_is_named(two_point_model, film_paths, view, named):
+    film = np.asarray(Image.open(film_paths[0]).convert("L"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        upload = make_dicom(film, tags={"PatientAge": "060Y", "ViewPosition": view})
+    caution = Predictor.load(two_point_model).predict(upload).caution
+    assert caution.startswith("Adult film") and ("only 3 of 10 (sensitivity 0.30)" in caution) == named
 
 
 def test_a_model_with_one_operating_point_names_no_population(tiny_model_dir, film_paths):
@@ -129,7 +143,32 @@ def test_a_probe_named_in_metadata_but_missing_is_refused(two_point_model):
     (None, {}, None),
 ])
 def test_caution_only_where_the_measured_figures_are_weaker(population, metrics, expected):
+    """Without per-view figures (models evaluated before they were recorded) no view is named."""
     caution = describe_caution(population, metrics)
     assert (caution is None) == (expected is None)
     if expected:
         assert expected in caution
+
+
+ADULT = {"n": 97, "sensitivity": 0.62, "specificity": 0.80,
+         "ci95": {"sensitivity": [0.41, 0.81], "specificity": [0.71, 0.88]},
+         "by_view": {"sensitivity": {"AP": {"rate": 0.4, "n": 10}, "PA": {"rate": 0.818, "n": 11}},
+                     "specificity": {"AP": {"rate": 0.807, "n": 57}, "PA": {"rate": 0.5, "n": 20}}}}
+
+
+@pytest.mark.parametrize("view, expected", [
+    ("AP", ["AP films (often portable or supine) with pneumonia it found only 4 of 10 (sensitivity 0.40)"]),
+    ("PA", ["normal PA films it cleared only 10 of 20 (specificity 0.50)"]),
+    (None, ["found only 4 of 10", "cleared only 10 of 20"]),  # view unknown: every weak view
+    ("LL", []),
+])
+def test_a_view_is_named_only_below_the_adults_own_lower_bound(view, expected):
+    from pneumonia.notes import describe_view_caution
+
+    caution = describe_view_caution(ADULT, view)
+    assert (caution is None) == (not expected)
+    for phrase in expected:
+        assert phrase in caution
+    # 0.41 is the bound: a view at 0.42 is inside the adults' own interval and is not named.
+    near = {**ADULT, "by_view": {"sensitivity": {"AP": {"rate": 0.42, "n": 50}}}}
+    assert describe_view_caution(near, view) is None
