@@ -317,7 +317,7 @@ class Predictor:
                           is_chest_xray=cause is None, reason=UNKNOWN_REASONS[cause] if cause else None,
                           age_group=age_group, population=population, population_source=source,
                           caution=describe_caution(population, self.metadata.metrics,
-                                                   header.view_position or None if header else None))
+                                                   (header.view_position or None) if header else None))
 
     def run_network(self, batch: np.ndarray, explain: bool = False) -> tuple[np.ndarray, ...]:
         """Run the network on a model-ready batch: the one place it is called.
