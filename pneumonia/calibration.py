@@ -82,8 +82,13 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.clip(thresholds[pick], 1e-3, 1 - 1e-3))
 
 
+# choose_stable_threshold's defaults, which training uses and records (pneumonia.train.THRESHOLD_RULE).
+STABLE_RESAMPLES = 1000
+STABLE_SEED = 0
+
+
 def choose_stable_threshold(probabilities: np.ndarray, labels: np.ndarray, groups: np.ndarray,
-                            resamples: int = 1000, seed: int = 0) -> float:
+                            resamples: int = STABLE_RESAMPLES, seed: int = STABLE_SEED) -> float:
     """The median, over bootstrap resamples of the patients, of :func:`choose_threshold`.
 
     On a validation split that separates the classes almost perfectly, Youden's J is flat over a

@@ -52,11 +52,7 @@ def choose_strategy(env: Optional[Mapping[str, str]] = None):
     """
     import tensorflow as tf
 
-    env = os.environ if env is None else env
-    forced = env.get(STRATEGY_ENV, "").strip().lower()
-    if forced and forced not in CHOICES:
-        raise ValueError(f"{STRATEGY_ENV} must be one of {', '.join(CHOICES)}, not {forced!r}.")
-    tf_config = parse_tf_config(env.get("TF_CONFIG", ""))
+    forced, tf_config = read_settings(env)
     if forced == "multi_worker" or (not forced and tf_config):
         if not tf_config:
             raise ValueError(f"{STRATEGY_ENV}=multi_worker needs TF_CONFIG to describe the cluster.")
@@ -77,6 +73,19 @@ def choose_strategy(env: Optional[Mapping[str, str]] = None):
     return tf.distribute.get_strategy()
 
 
+def read_settings(env: Optional[Mapping[str, str]] = None) -> tuple[str, dict]:
+    """``(PNEUMONIA_STRATEGY lower-cased or "", TF_CONFIG parsed or {})`` from ``env`` (default ``os.environ``).
+
+    Raises:
+        ValueError: ``PNEUMONIA_STRATEGY`` is not one of :data:`CHOICES`, or ``TF_CONFIG`` is invalid.
+    """
+    env = os.environ if env is None else env
+    forced = env.get(STRATEGY_ENV, "").strip().lower()
+    if forced and forced not in CHOICES:
+        raise ValueError(f"{STRATEGY_ENV} must be one of {', '.join(CHOICES)}, not {forced!r}.")
+    return forced, parse_tf_config(env.get("TF_CONFIG", ""))
+
+
 def asks_for_distribution(env: Optional[Mapping[str, str]] = None) -> bool:
     """Whether the environment names a strategy or a cluster; reads no TensorFlow.
 
@@ -90,11 +99,7 @@ def asks_for_distribution(env: Optional[Mapping[str, str]] = None) -> bool:
     Raises:
         ValueError: as :func:`choose_strategy`, for a bad ``PNEUMONIA_STRATEGY`` or ``TF_CONFIG``.
     """
-    env = os.environ if env is None else env
-    forced = env.get(STRATEGY_ENV, "").strip().lower()
-    if forced and forced not in CHOICES:
-        raise ValueError(f"{STRATEGY_ENV} must be one of {', '.join(CHOICES)}, not {forced!r}.")
-    tf_config = parse_tf_config(env.get("TF_CONFIG", ""))
+    forced, tf_config = read_settings(env)
     return forced in ("mirrored", "multi_worker") or (not forced and bool(tf_config))
 
 

@@ -37,7 +37,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pneumonia.calibration import apply_temperature, choose_stable_threshold, fit_temperature
+from pneumonia.calibration import (STABLE_RESAMPLES, STABLE_SEED, apply_temperature, choose_stable_threshold,
+                                   fit_temperature)
 from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, list_adult_records, list_records,
                             load_images, split_adult_records, split_by_patient)
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
@@ -371,15 +372,22 @@ def describe_weights(weights: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()[:8]
 
 
+def rebuild_split(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None):
+    """A trained model's metadata, its traced forward pass and the ``(train, val)`` records it was
+    trained with, the split rebuilt from the seed and fractions stored in its metadata."""
+    model, metadata = load_model(model_dir)
+    train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
+    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
+    return metadata, forward, train_records, val_records
+
+
 def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None, log=print) -> dict:
     """Fit the chest X-ray gate of an already trained model on the split it was trained with.
 
     The split is rebuilt from the seed and fractions stored in the model's metadata.
     """
 
-    model, metadata = load_model(model_dir)
-    train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
-    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
+    metadata, forward, train_records, val_records = rebuild_split(data_dir, model_dir, adult_dir)
     train_x = load_images([r.path for r in train_records], metadata.input_size)
     val_x = load_images([r.path for r in val_records], metadata.input_size)
     summary = fit_gate_for_model(model_dir, describe_images(forward, train_x)[2], describe_images(forward, val_x)[2])
@@ -390,8 +398,8 @@ def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Pat
 # How the operating points are chosen: recorded with every model (training.operating_points).
 THRESHOLD_RULE = {
     "temperature": "fitted by negative log-likelihood on the population's validation films",
-    "threshold": ("median over 1000 bootstrap resamples of the validation patients (within each class, "
-                  "seed 0) of the threshold maximising Youden's J"),
+    "threshold": (f"median over {STABLE_RESAMPLES} bootstrap resamples of the validation patients (within each "
+                  f"class, seed {STABLE_SEED}) of the threshold maximising Youden's J"),
 }
 
 
@@ -431,14 +439,16 @@ def fit_operating_points(val_logits: np.ndarray, val_records: Sequence[Record], 
         ``(populations, validation)``: ``{population: {"temperature", "threshold"}}`` and
         ``{population: figures}``, for the populations present.
     """
+    labels = np.array([r.label for r in val_records])
+    patients = np.array([r.patient for r in val_records])
+    population_of = np.array([r.population for r in val_records])
     populations, validation = {}, {}
     for population in POPULATIONS:
-        chosen = np.array([r.population == population for r in val_records])
+        chosen = population_of == population
         if not chosen.any():
             continue
-        labels = np.array([r.label for r in val_records])[chosen]
-        patients = np.array([r.patient for r in val_records])[chosen]
-        populations[population], validation[population] = calibrate_population(val_logits[chosen], labels, patients)
+        populations[population], validation[population] = calibrate_population(
+            val_logits[chosen], labels[chosen], patients[chosen])
         log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
     return populations, validation
 
@@ -455,9 +465,7 @@ def recalibrate_model(data_dir: str | Path, model_dir: str | Path, adult_dir: st
     Returns:
         The new metadata, as a dict.
     """
-    model, metadata = load_model(model_dir)
-    _, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
-    forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
+    metadata, forward, _, val_records = rebuild_split(data_dir, model_dir, adult_dir)
     val_logits = describe_images(forward, load_images([r.path for r in val_records], metadata.input_size))[0]
     populations, validation = fit_operating_points(val_logits, val_records, log)
     child = populations.get("child") or next(iter(populations.values()))
