@@ -1,16 +1,15 @@
 """Grad-CAM (Selvaraju et al. 2017): where in the film the network's answer came from.
 
-The network outputs one logit (log-odds of PNEUMONIA). For PNEUMONIA we explain that logit, for
-NORMAL its negation, so the map always shows evidence *for the predicted class*. Grad-CAM is taken
-on the logit, not the probability, so a confident answer does not saturate it to zero.
-
 The explained layer feeds global average pooling and one linear logit (:func:`pneumonia.model.build_model`).
 For such a head the gradient of the logit with respect to each activation is the logit's weight
 divided by the map's ``h * w``, the same at every cell, so Grad-CAM is the class activation map
-(Zhou et al. 2016) ``relu(+-conv . w)`` up to a positive factor the normalisation removes. It is
-computed in that closed form, from the forward pass alone: no backward pass, and the logit is
-exactly the mean of ``conv . w`` over the cells plus the bias, so the map splits the answer over
-the film.
+(Zhou et al. 2016). Its raw, signed form is the one primitive here, :func:`evidence_map`: per cell
+``e = conv . w``, and the logit is **exactly** the mean of ``e`` over the cells plus the bias, so
+the map splits the answer over the film (positive cells argue for PNEUMONIA, negative ones for
+NORMAL). It is computed from the forward pass alone, no backward pass, and the same function
+serves the traced explain pass, its TensorFlow Lite export and the training loss that teaches
+the map where the radiologists' boxes are (:mod:`pneumonia.recipe`). Scaling and colouring
+happen after the network, in numpy.
 """
 
 from __future__ import annotations
@@ -28,9 +27,9 @@ class NetworkFunctions(NamedTuple):
     Attributes:
         forward: ``batch -> (logits (N,), features (N, C))``: the PNEUMONIA logit and the pooled
             features the "not a chest X-ray" gate reads (:mod:`pneumonia.ood`).
-        explain: ``batch -> (logits (N,), features (N, C), maps (2, N, h, w))``: the same, plus
-            the Grad-CAM maps of both classes (index 0 the first class name, NORMAL; 1 the class
-            the logit scores, PNEUMONIA), from the same forward pass.
+        explain: ``batch -> (logits (N,), features (N, C), evidence (N, h, w))``: the same, plus
+            the raw signed evidence map of :func:`evidence_map` (``float32``, positive for
+            PNEUMONIA, negative for NORMAL, unscaled), from the same forward pass.
     """
 
     forward: Callable
@@ -40,9 +39,8 @@ class NetworkFunctions(NamedTuple):
 def build_network_functions(model, last_conv_layer: str, feature_layer: str, input_size: int) -> NetworkFunctions:
     """Trace the network's forward pass and its forward + Grad-CAM pass, once per model.
 
-    Grad-CAM needs a class; the class a user is shown depends on the calibrated threshold, which
-    is in general not at logit 0. Both maps come out of the one pass (the NORMAL score is the
-    negated logit), so the caller picks the map of the label it decided, after the pass.
+    The explain pass returns the raw signed evidence; how it is scaled and coloured for a person
+    is decided after the network, in numpy, never compiled into the graph.
 
     Args:
         model: the pneumonia network (one logit output): ``last_conv_layer`` -> global average
@@ -79,33 +77,44 @@ def build_network_functions(model, last_conv_layer: str, feature_layer: str, inp
     @tf.function(input_signature=[spec])
     def explain(batch):
         logits, pooled, conv = explained(batch, training=False)
-        return logits[:, 0], pooled, class_activation_maps(conv, kernel[:, 0])
+        return logits[:, 0], pooled, evidence_map(conv, kernel[:, 0])
 
     return NetworkFunctions(forward, explain)
 
 
-def class_activation_maps(conv, weights):
-    """Grad-CAM maps of both classes of a pooled-linear head (a TensorFlow function body).
+def evidence_map(conv, weights):
+    """Each map cell's evidence for PNEUMONIA: ``e[n, y, x] = sum_c conv[n, y, x, c] * w[c]``.
 
-    The NORMAL score is the negated PNEUMONIA logit, so its map is the negated evidence's.
+    The one primitive of the heatmap, shared by the traced explain pass, its export and the
+    training loss (written with ``keras.ops`` so it runs in all three). With average pooling and
+    one linear unit, ``logit = mean(e over the cells) + bias`` exactly.
 
     Args:
-        conv: activations ``(N, h, w, C)`` of the explained layer.
-        weights: ``(C,)`` the logit layer's weight of each channel (Grad-CAM's channel
-            importances up to the factor ``h * w``, the same for every channel).
+        conv: ``float32 (N, h, w, C)`` activations of the explained layer.
+        weights: ``float32 (C,)`` the logit layer's weight of each channel.
 
     Returns:
-        ``(2, N, h, w)`` tensor, index 0 NORMAL and 1 PNEUMONIA, each map in ``[0, 1]`` (all
-        zero when no location supports the class).
+        ``float32 (N, h, w)``, signed and unscaled: positive for PNEUMONIA, negative for NORMAL.
     """
-    import tensorflow as tf
+    from keras import ops
 
-    evidence = tf.einsum("nhwc,c->nhw", conv, weights)
-    maps = []
-    for sign in (-1.0, 1.0):
-        cam = tf.nn.relu(sign * evidence)
-        maps.append(tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=(1, 2), keepdims=True)))
-    return tf.stack(maps)
+    return ops.einsum("nhwc,c->nhw", conv, weights)
+
+
+def normalise_class_maps(evidence: np.ndarray) -> np.ndarray:
+    """Per-film max-normalised maps of both classes, ``relu(-e) / max`` and ``relu(e) / max``.
+
+    Args:
+        evidence: ``float (N, h, w)`` from :func:`evidence_map`.
+
+    Returns:
+        ``float32 (2, N, h, w)`` in ``[0, 1]``, index 0 NORMAL, 1 PNEUMONIA (all zero where no
+        cell supports the class).
+    """
+    evidence = np.asarray(evidence, np.float32)
+    maps = np.stack([np.maximum(-evidence, 0.0), np.maximum(evidence, 0.0)])
+    peak = maps.max(axis=(2, 3), keepdims=True)
+    return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
 
 
 def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -30,7 +30,7 @@ from pneumonia.calibration import apply_temperature
 from pneumonia.dicom import DicomHeader, find_header_refusal
 from pneumonia.distribute import run_sharded
 from pneumonia.errors import ModelLoadError, PneumoniaError
-from pneumonia.gradcam import NetworkFunctions, build_network_functions, overlay_heatmap
+from pneumonia.gradcam import NetworkFunctions, build_network_functions, normalise_class_maps, overlay_heatmap
 from pneumonia.litert import has_litert, load_serving_network
 from pneumonia.model import ModelMetadata, load_metadata, load_model, resolve_model_dir
 from pneumonia.notes import UNKNOWN_REASONS, describe_caution
@@ -332,8 +332,8 @@ class Predictor:
             explain: also return Grad-CAM maps of both classes.
 
         Returns:
-            ``(logits (N,), features (N, C))``, plus ``maps (2, N, h, w)`` (index = class index)
-            when ``explain``; numpy arrays.
+            ``(logits (N,), features (N, C))``, plus the raw signed ``evidence (N, h, w)``
+            (:func:`pneumonia.gradcam.evidence_map`) when ``explain``; numpy arrays.
 
         Raises:
             ValueError: the batch breaks the input convention.
@@ -381,7 +381,7 @@ class Predictor:
         """
         film, batch = self.preprocess(image)
         if explain:
-            logits, features, maps = self.run_network(batch, explain=True)
+            logits, features, evidence = self.run_network(batch, explain=True)
             scores = self.read_scores(batch, logits, features)
         else:
             scores = self.score_batch(batch)
@@ -390,7 +390,8 @@ class Predictor:
         if not explain:
             return result
         # The one pass gives both classes' maps; evaluation reads the PNEUMONIA map whatever the label.
-        result.class_heatmaps = {name: maps[i, 0].astype(np.float32) for i, name in enumerate(self.class_names)}
+        maps = normalise_class_maps(evidence)
+        result.class_heatmaps = {name: maps[i, 0] for i, name in enumerate(self.class_names)}
         if result.label == UNKNOWN:
             return result
         # The label was decided by the calibrated threshold (not at logit 0 in general); its

@@ -2,7 +2,9 @@
 
 Training writes the Keras network (``pneumonia_cnn.keras``, the weights of record) and exports the
 product's own traced pass, :attr:`pneumonia.gradcam.NetworkFunctions.explain` (logit, pooled
-features and both classes' Grad-CAM maps, in one forward pass), to ``pneumonia_cnn.tflite``.
+features and the raw signed evidence map, in one forward pass), to ``pneumonia_cnn.tflite``. Its
+outputs are named (:data:`OUTPUT_NAMES`) and ``metadata.serving.output_contract`` records their
+version, so an export from another contract is refused instead of misread.
 ``metadata.serving`` names that file and the sha256 of the ``.keras`` it came from, so a stale
 export is refused. :class:`pneumonia.inference.Predictor` runs it with Google's LiteRT interpreter
 (``ai-edge-litert``), which imports in about 0.1 s where TensorFlow takes about 6 s, and runs a 224
@@ -28,6 +30,11 @@ from pneumonia.pretrained import sha256_of
 
 SERVING_FILENAME = "pneumonia_cnn.tflite"
 RUNTIME = "ai-edge-litert (TensorFlow Lite, XNNPACK)"
+# The exported signature's outputs, in NetworkFunctions.explain's order. Version 2: the raw signed
+# evidence map (N, h, w); version 1 (unnamed, told apart by rank) gave max-normalised class maps.
+SIGNATURE = "explain"
+OUTPUT_NAMES = ("logits", "features", "evidence")
+OUTPUT_CONTRACT = 2
 
 
 def has_litert() -> bool:
@@ -47,8 +54,9 @@ def export_network(model, last_conv_layer: str, feature_layer: str, input_size: 
             :func:`pneumonia.gradcam.build_network_functions`.
 
     Returns:
-        The flatbuffer: input ``float32 (N, S, S, 1)`` in ``[0, 1]`` (any ``N``), outputs the
-        logits ``(N,)``, pooled features ``(N, C)`` and maps ``(2, N, h, w)``.
+        The flatbuffer: input ``float32 (N, S, S, 1)`` in ``[0, 1]`` (any ``N``), outputs named
+        :data:`OUTPUT_NAMES`: the logits ``(N,)``, pooled features ``(N, C)`` and the evidence
+        map ``(N, h, w)``.
     """
     import tempfile
 
@@ -58,12 +66,17 @@ def export_network(model, last_conv_layer: str, feature_layer: str, input_size: 
     # Through a Keras export archive (a SavedModel): it tracks the Keras 3 weights the traced
     # function reads, which a converter given the bare concrete function leaves out.
     explain = build_network_functions(model, last_conv_layer, feature_layer, input_size).explain
+
+    @tf.function(input_signature=explain.input_signature)
+    def named(batch):
+        return dict(zip(OUTPUT_NAMES, explain(batch)))
+
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("explain", explain)
+    archive.add_endpoint(SIGNATURE, named)
     with tempfile.TemporaryDirectory() as saved:
         archive.write_out(saved, verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=["explain"]).convert()
+        return tf.lite.TFLiteConverter.from_saved_model(saved, signature_keys=[SIGNATURE]).convert()
 
 
 def export_model_dir(model_dir: str | Path) -> dict:
@@ -80,7 +93,8 @@ def export_model_dir(model_dir: str | Path) -> dict:
     path = model_dir / SERVING_FILENAME
     path.write_bytes(flatbuffer)
     serving = {"file": SERVING_FILENAME, "runtime": RUNTIME, "exported_with": f"tensorflow {tf.__version__}",
-               "keras_sha256": sha256_of(model_dir / MODEL_FILENAME), "sha256": sha256_of(path)}
+               "keras_sha256": sha256_of(model_dir / MODEL_FILENAME), "sha256": sha256_of(path),
+               "signature": SIGNATURE, "outputs": list(OUTPUT_NAMES), "output_contract": OUTPUT_CONTRACT}
     update_metadata(model_dir, serving=serving)
     return serving
 
@@ -99,7 +113,8 @@ def load_serving_network(model_dir: str | Path, metadata: ModelMetadata) -> Netw
 
     Raises:
         ModelLoadError: the file is missing, corrupt, exported from other weights than the
-            ``.keras`` beside it, or its input is not ``(N, S, S, 1)``.
+            ``.keras`` beside it or under another output contract, or its input is not
+            ``(N, S, S, 1)``.
     """
     model_dir = Path(model_dir)
     path = model_dir / metadata.serving.get("file", SERVING_FILENAME)
@@ -110,6 +125,10 @@ def load_serving_network(model_dir: str | Path, metadata: ModelMetadata) -> Netw
         raise ModelLoadError(f"No model file at {weights}: the exported network needs its weights of record beside it.")
     if sha256_of(weights) != metadata.serving.get("keras_sha256"):
         raise ModelLoadError(f"{path.name} was exported from other weights than {weights.name}: "
+                             f"run `python -m pneumonia export --model {model_dir}`.")
+    if metadata.serving.get("output_contract") != OUTPUT_CONTRACT:
+        raise ModelLoadError(f"{path.name} was exported under another output contract "
+                             f"({metadata.serving.get('output_contract', 1)}, this code reads {OUTPUT_CONTRACT}): "
                              f"run `python -m pneumonia export --model {model_dir}`.")
     from ai_edge_litert.interpreter import Interpreter
 
@@ -123,8 +142,12 @@ def load_serving_network(model_dir: str | Path, metadata: ModelMetadata) -> Netw
     if tuple(source["shape_signature"][1:]) != (size, size, 1):
         raise ModelLoadError(f"Exported network input {tuple(source['shape_signature'])} does not match "
                              f"metadata ({size}, {size}, 1).")
-    # The three outputs are told apart by rank: logits 1, pooled features 2, maps 4.
-    outputs = {len(d["shape_signature"]): d["index"] for d in interpreter.get_output_details()}
+    try:
+        named = interpreter.get_signature_runner(SIGNATURE).get_output_details()
+        outputs = [named[name]["index"] for name in OUTPUT_NAMES]
+    except (ValueError, KeyError):
+        raise ModelLoadError(f"Exported network {path} lacks the outputs {list(OUTPUT_NAMES)} of signature "
+                             f"{SIGNATURE!r}: run `python -m pneumonia export --model {model_dir}`.") from None
     lock = threading.Lock()
 
     def explain(batch: np.ndarray):
@@ -136,7 +159,7 @@ def load_serving_network(model_dir: str | Path, metadata: ModelMetadata) -> Netw
                 interpreter.allocate_tensors()
             interpreter.set_tensor(source["index"], batch)
             interpreter.invoke()
-            return tuple(interpreter.get_tensor(outputs[rank]).copy() for rank in (1, 2, 4))
+            return tuple(interpreter.get_tensor(index).copy() for index in outputs)
 
     def forward(batch: np.ndarray):
         logits, pooled, _ = explain(batch)

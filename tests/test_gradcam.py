@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumonia.gradcam import build_network_functions, colorize_heatmap, overlay_heatmap
+from pneumonia.gradcam import build_network_functions, colorize_heatmap, normalise_class_maps, overlay_heatmap
 from pneumonia.inference import Predictor
 from pneumonia.model import ModelMetadata
 
@@ -39,7 +39,7 @@ def make_tiny_model(seed: int, bias: float = 0.0):
 
 
 def numpy_gradcam(model, batch: np.ndarray):
-    """Logits, pooled features and Grad-CAM maps ``(2, N, h, w)`` computed by hand in numpy."""
+    """Logits, pooled features and the raw evidence map ``(N, h, w)`` computed by hand in numpy."""
     kernel, conv_bias = model.get_layer("conv").get_weights()  # (3, 3, 1, C), (C,)
     weights, bias = model.get_layer("logit").get_weights()  # (C, 1), (1,)
     images = batch[..., 0].astype(np.float64)
@@ -53,13 +53,9 @@ def numpy_gradcam(model, batch: np.ndarray):
     pooled = conv.mean(axis=(1, 2))
     logits = pooled @ weights[:, 0] + bias[0]
     channel_weights = weights[:, 0] / (out * out)  # mean over locations of d logit / d activation
-    evidence = np.einsum("nhwc,c->nhw", conv, channel_weights)
-    maps = []
-    for sign in (-1.0, 1.0):  # NORMAL explains the negated logit
-        cam = np.maximum(sign * evidence, 0.0)
-        peak = cam.max(axis=(1, 2), keepdims=True)
-        maps.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
-    return logits, pooled, np.stack(maps)
+    # Grad-CAM's sum over channels, times the cell count: each cell's share of the logit.
+    evidence = np.einsum("nhwc,c->nhw", conv, channel_weights) * (out * out)
+    return logits, pooled, evidence
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -68,12 +64,15 @@ def test_explain_pass_matches_the_hand_computation(seed):
     rng = np.random.default_rng(seed)
     batch = rng.random((3, SIZE, SIZE, 1)).astype(np.float32)
     functions = build_network_functions(model, "conv", "pool", SIZE)
-    logits, pooled, maps = (output.numpy() for output in functions.explain(batch))
-    expected_logits, expected_pooled, expected_maps = numpy_gradcam(model, batch)
+    logits, pooled, evidence = (output.numpy() for output in functions.explain(batch))
+    expected_logits, expected_pooled, expected_evidence = numpy_gradcam(model, batch)
     np.testing.assert_allclose(logits, expected_logits, atol=1e-5)
     np.testing.assert_allclose(pooled, expected_pooled, atol=1e-5)
-    np.testing.assert_allclose(maps, expected_maps, atol=1e-4)
-    assert maps.shape == (2, 3, SIZE - KERNEL + 1, SIZE - KERNEL + 1)
+    np.testing.assert_allclose(evidence, expected_evidence, atol=1e-4)
+    assert evidence.shape == (3, SIZE - KERNEL + 1, SIZE - KERNEL + 1)
+    # The map splits the logit: its mean plus the bias is the logit.
+    bias = model.get_layer("logit").get_weights()[1][0]
+    np.testing.assert_allclose(evidence.mean(axis=(1, 2)) + bias, expected_logits, atol=1e-4)
     forward_logits, forward_pooled = (output.numpy() for output in functions.forward(batch))
     np.testing.assert_allclose(forward_logits, expected_logits, atol=1e-5)
     np.testing.assert_allclose(forward_pooled, expected_pooled, atol=1e-5)
@@ -99,14 +98,19 @@ def test_closed_form_maps_equal_gradient_grad_cam_with_dropout_in_the_head(seed)
         logits, activations = probe(batch, training=False)
         score = tf.reduce_sum(logits)
     grads = tape.gradient(score, activations).numpy()
-    evidence = np.einsum("nhwc,nc->nhw", activations.numpy(), grads.mean(axis=(1, 2)))
-    expected = []
-    for sign in (-1.0, 1.0):
-        cam = np.maximum(sign * evidence, 0.0)
-        peak = cam.max(axis=(1, 2), keepdims=True)
-        expected.append(np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0))
-    maps = build_network_functions(model, "conv", "pool", SIZE).explain(batch)[2].numpy()
-    np.testing.assert_allclose(maps, np.stack(expected), atol=1e-4)
+    cells = grads.shape[1] * grads.shape[2]
+    expected = np.einsum("nhwc,nc->nhw", activations.numpy(), grads.mean(axis=(1, 2))) * cells
+    evidence = build_network_functions(model, "conv", "pool", SIZE).explain(batch)[2].numpy()
+    np.testing.assert_allclose(evidence, expected, atol=1e-4)
+
+
+def test_class_maps_are_each_signs_evidence_over_its_peak():
+    evidence = np.array([[[2.0, -1.0], [0.5, -4.0]], [[-3.0, -1.0], [0.0, -0.5]]], np.float32)
+    maps = normalise_class_maps(evidence)
+    np.testing.assert_allclose(maps[1, 0], [[1.0, 0.0], [0.25, 0.0]])
+    np.testing.assert_allclose(maps[0, 0], [[0.0, 0.25], [0.0, 1.0]])
+    np.testing.assert_array_equal(maps[1, 1], np.zeros((2, 2)))  # no cell argues for pneumonia
+    np.testing.assert_allclose(maps[0, 1], [[1.0, 1 / 3], [0.0, 1 / 6]], rtol=1e-6)
 
 
 def test_a_logit_layer_that_does_not_fit_the_explained_channels_is_refused():
@@ -133,7 +137,8 @@ def test_predictor_explains_the_class_the_calibrated_threshold_decides(margin, e
     raw_logit = numpy_gradcam(model, model_input)[0][0]
     weights, _ = model.get_layer("logit").get_weights()
     model.get_layer("logit").set_weights([weights, np.array([-0.5 - raw_logit], np.float32)])
-    logits, _, maps = numpy_gradcam(model, model_input)
+    logits, _, evidence = numpy_gradcam(model, model_input)
+    cam = np.maximum((1.0 if expected_label == "PNEUMONIA" else -1.0) * evidence[0], 0.0)
     assert logits[0] == pytest.approx(-0.5, abs=1e-4)
     threshold = 1.0 / (1.0 + np.exp(0.5)) + margin
     metadata = ModelMetadata(version="tiny", input_size=SIZE, threshold=threshold, temperature=1.0,
@@ -142,9 +147,8 @@ def test_predictor_explains_the_class_the_calibrated_threshold_decides(margin, e
     # The frontal-view check reads the model input; a 12 px phantom still shows its lung fields.
     result = predictor.predict(film, explain=True)
     assert result.label == expected_label
-    index = ("NORMAL", "PNEUMONIA").index(expected_label)
-    np.testing.assert_allclose(result.heatmap, maps[index, 0], atol=1e-4)
-    assert not np.allclose(maps[0, 0], maps[1, 0])  # the other class's map would differ
+    np.testing.assert_allclose(result.heatmap, cam / cam.max(), atol=1e-4)
+    assert not np.allclose(np.maximum(evidence[0], 0), np.maximum(-evidence[0], 0))  # the other class's map would differ
 
 
 def test_product_heatmap_shape_range_and_finite(predictor, film_paths):
