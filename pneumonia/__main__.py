@@ -101,10 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     gate = commands.add_parser("fit-gate", help="refit the not-a-chest-X-ray gate of a trained model")
     gate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     gate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
+    gate.add_argument("--siim", default=None, help="the adult_siim folder, for a model trained on SIIM films too")
     gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     calibrate = commands.add_parser("calibrate", help="refit a trained model's operating points (temperature, threshold)")
     calibrate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     calibrate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
+    calibrate.add_argument("--siim", default=None, help="the adult_siim folder, for a model trained on SIIM films too")
     calibrate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     calibrate.add_argument("--run-name", required=True, help="the new first part of the model's version")
     export = commands.add_parser("export", help="export a trained model's network for the app (TensorFlow Lite)")
@@ -131,10 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "robustness":
             run = robustness.run
         elif args.command == "fit-gate":
-            train.refit_gate(args.data, resolve_model_dir(args.model), args.adult)
+            train.refit_gate(args.data, resolve_model_dir(args.model), args.adult, args.siim)
             return 0
         elif args.command == "calibrate":
-            train.recalibrate_model(args.data, resolve_model_dir(args.model), args.adult, args.run_name)
+            train.recalibrate_model(args.data, resolve_model_dir(args.model), args.adult, args.run_name,
+                                    siim_dir=args.siim)
             return 0
         elif args.command == "export":
             serving = export_model_dir(resolve_model_dir(args.model))

@@ -1,6 +1,6 @@
 """Find the dataset's films, split them by patient, and load them as arrays.
 
-Two populations:
+Two populations, from three sources (``Record.source``), each with its own fixed test set:
 
 - ``child``: Kermany et al. 2018 (paediatric, one hospital). The layout is ``<root>/<CLASS>/<file>`` with ``CLASS`` in ``NORMAL`` / ``PNEUMONIA``
 (Kermany et al. 2018). File names carry the patient: ``person123_bacteria_456.jpeg`` is
@@ -10,6 +10,9 @@ patients ``0115`` and ``NORMAL2-0115``.
   label source, pneumonia box). Its fixed test set is every film of the patients with a
   radiologist's pneumonia box plus the normal films of a seeded fifth of the normal-only patients
   (:func:`split_adult_records`); nothing is ever trained, selected or calibrated on it.
+- ``adult`` too: SIIM-FISABIO-RSNA films listed in ``adult_siim/MANIFEST.tsv`` (BIMCV, Spain, and
+  MIDRC-RICORD, USA; radiologists' labels and opacity boxes; study ids, no patient ids). Its fixed
+  test set is a seeded fifth of the studies (:func:`split_siim_records`), by study.
 """
 
 from __future__ import annotations
@@ -27,10 +30,15 @@ from pneumonia.preprocessing import read_image, resize_image
 
 CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 POPULATIONS = ("child", "adult")
+SOURCES = ("kermany", "nih", "siim")  # the hospitals' data sets, in Record.source
 ADULT_MANIFEST = "MANIFEST.tsv"
 # The adult test set is fixed once for every model: a seed and a share of its own, never a flag.
 ADULT_TEST_SEED = 2026
 ADULT_TEST_NORMAL_FRACTION = 0.2
+# The SIIM test split: a fifth of the studies, by a seed of its own that depends on nothing but the
+# manifest (never a flag), so every model is scored on the same studies.
+SIIM_TEST_SEED = 2027
+SIIM_TEST_FRACTION = 0.2
 IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".dcm", ".dicom", ".gif"}
 
 _PERSON = re.compile(r"^(person\d+)_")
@@ -45,10 +53,12 @@ class Record:
         path: the image file.
         label: class index, 0 NORMAL, 1 PNEUMONIA.
         patient: patient id, unique across classes and populations.
-        population: ``"child"`` (Kermany) or ``"adult"`` (NIH).
+        population: ``"child"`` (Kermany) or ``"adult"`` (NIH, SIIM): which operating point reads it.
         verified: False for labels text-mined from reports and never checked by a radiologist.
-        box: the radiologist's pneumonia box ``(x, y, w, h)`` in the file's pixels, else ``None``.
+        boxes: the radiologists' pneumonia / opacity boxes ``(x, y, w, h)`` in the file's pixels
+            (empty when none was drawn).
         view: ``"PA"``, ``"AP"`` or ``""`` when not known.
+        source: the data set (hospital group) the film comes from, one of :data:`SOURCES`.
     """
 
     path: Path
@@ -56,8 +66,9 @@ class Record:
     patient: str
     population: str = "child"
     verified: bool = True
-    box: tuple[int, int, int, int] | None = None
+    boxes: tuple[tuple[int, int, int, int], ...] = ()
     view: str = ""
+    source: str = "kermany"
 
 
 def patient_id(filename: str, class_name: str) -> str:
@@ -118,12 +129,67 @@ def list_adult_records(root: str | Path) -> list[Record]:
     records = []
     with open(manifest, newline="") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
-            box = None if row["pneumonia_box_xywh"] == "-" else tuple(int(v) for v in row["pneumonia_box_xywh"].split())
+            boxes = parse_boxes(row["pneumonia_box_xywh"])
             records.append(Record(
                 path=root / row["file"], label=CLASS_NAMES.index(row["label"]), patient=f"adult/{row['patient']}",
-                population="adult", verified="unverified" not in row["label_source"], box=box, view=row["view"],
+                population="adult", verified="unverified" not in row["label_source"], boxes=boxes, view=row["view"],
+                source="nih",
             ))
     return sorted(records, key=lambda r: r.path)
+
+
+def parse_boxes(text: str) -> tuple[tuple[int, int, int, int], ...]:
+    """Boxes from a manifest cell: ``"x y w h"`` groups separated by ``;``, ``"-"`` for none.
+
+    Returns:
+        ``((x, y, w, h), ...)`` rounded to whole pixels; boxes of no area are left out.
+    """
+    if text.strip() in ("", "-"):
+        return ()
+    boxes = []
+    for group in text.split(";"):
+        x, y, w, h = (int(round(float(v))) for v in group.split())
+        if w > 0 and h > 0:
+            boxes.append((x, y, w, h))
+    return tuple(boxes)
+
+
+def list_siim_records(root: str | Path) -> list[Record]:
+    """List the SIIM-FISABIO-RSNA films of ``root/MANIFEST.tsv``, sorted by path.
+
+    Args:
+        root: the ``adult_siim`` folder.
+
+    Returns:
+        Records with ``population="adult"``, ``source="siim"``, patient ids ``siim/<study>``
+        (there are no patient ids; a study is the unit kept on one side of every split), every
+        label verified (radiologists' reads) and each PNEUMONIA film's opacity boxes.
+
+    Raises:
+        FileNotFoundError: no manifest under ``root``.
+    """
+    root = Path(root)
+    manifest = root / ADULT_MANIFEST
+    if not manifest.is_file():
+        raise FileNotFoundError(f"No {ADULT_MANIFEST} under {root}")
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        records = [Record(path=root / row["file"], label=CLASS_NAMES.index(row["label"]),
+                          patient=f"siim/{row['study']}", population="adult",
+                          boxes=parse_boxes(row["opacity_boxes_xywh"]), source="siim")
+                   for row in csv.DictReader(handle, delimiter="\t")]
+    return sorted(records, key=lambda r: r.path)
+
+
+def split_siim_records(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
+    """Set the SIIM test split apart: a seeded :data:`SIIM_TEST_FRACTION` of the studies of each class.
+
+    It depends on the manifest alone (:data:`SIIM_TEST_SEED`), so every model is scored on the
+    same studies.
+
+    Returns:
+        ``(development, test)``; no study is on both sides.
+    """
+    return split_by_patient(records, SIIM_TEST_FRACTION, SIIM_TEST_SEED)
 
 
 def split_adult_records(records: Sequence[Record]) -> tuple[list[Record], list[Record]]:
@@ -141,14 +207,14 @@ def split_adult_records(records: Sequence[Record]) -> tuple[list[Record], list[R
         ``(development, test)``: the records training, validation and calibration may use, and
         the test records; no patient is on both sides.
     """
-    boxed = {r.patient for r in records if r.box is not None}
+    boxed = {r.patient for r in records if r.boxes}
     labels_of: dict[str, set[int]] = {}
     for r in records:
         labels_of.setdefault(r.patient, set()).add(r.label)
     normal_only = [r for r in records if r.patient not in boxed and labels_of[r.patient] == {0}]
     _, held_out = split_by_patient(normal_only, ADULT_TEST_NORMAL_FRACTION, ADULT_TEST_SEED)
     test_patients = boxed | {r.patient for r in held_out}
-    test = [r for r in records if (r.patient in boxed and r.box is not None) or
+    test = [r for r in records if (r.patient in boxed and r.boxes) or
             (r.patient in test_patients and r.patient not in boxed)]
     development = [r for r in records if r.patient not in test_patients]
     return development, test

