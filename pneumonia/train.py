@@ -332,6 +332,10 @@ def calibrate_population(logits: np.ndarray, labels: np.ndarray, patients: np.nd
 def fit_operating_points(val_logits: np.ndarray, val_records: Sequence[Record], log=print) -> tuple[dict, dict]:
     """Each population's operating point and validation figures (:func:`calibrate_population`).
 
+    A population's unverified (text-mined) pneumonia labels are left out whenever it has verified
+    positives in validation: adults are calibrated on the SIIM validation films and the NIH
+    validation normals, not on the NIH text-mined positives.
+
     Args:
         val_logits: ``(N,)`` the network's outputs on the validation films, in ``val_records`` order.
         val_records: the validation films.
@@ -343,11 +347,14 @@ def fit_operating_points(val_logits: np.ndarray, val_records: Sequence[Record], 
     labels = np.array([r.label for r in val_records])
     patients = np.array([r.patient for r in val_records])
     population_of = np.array([r.population for r in val_records])
+    unverified = np.array([r.label == 1 and not r.verified for r in val_records])
     populations, validation = {}, {}
     for population in POPULATIONS:
         chosen = population_of == population
         if not chosen.any():
             continue
+        if (chosen & (labels == 1) & ~unverified).any():
+            chosen &= ~unverified  # text-mined positives only where no verified one exists
         populations[population], validation[population] = calibrate_population(
             val_logits[chosen], labels[chosen], patients[chosen])
         log(f"validation {population}: " + json.dumps(validation[population]) + f" {populations[population]}")
