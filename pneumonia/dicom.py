@@ -62,8 +62,9 @@ SIDE_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLAT", "RLAT", "LATERAL LEFT", "LAT
 # 1-5 years is the training films' age range; the other bands are coarse on purpose.
 AGE_GROUPS = ((65.0, "65 years and over"), (18.0, "18-64 years"), (6.0, "6-17 years"),
               (1.0, "1-5 years"), (0.0, "under 1 year"))
-_AGE_STRING = re.compile(r"(\d{1,3})([DWMY])")
-_DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
+# The unit is optional: real files often carry a bare number ("062", "62"), which is years.
+_AGE_STRING = re.compile(r"(\d{1,3})([DWMY]?)")
+_DAYS_PER_UNIT = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25, "": 365.25}
 
 # The only elements read from the file: what decoding and the display pipeline need.
 _TECHNICAL_TAGS = [
@@ -198,10 +199,11 @@ def decode_dicom(data: bytes, name: str = "the upload", max_pixels: int = MAX_PI
 
 
 def age_group(age_string: str) -> Optional[str]:
-    """The age band of a DICOM Age String (``nnnD``, ``nnnW``, ``nnnM`` or ``nnnY``).
+    """The age band of a DICOM Age String (``nnnD``, ``nnnW``, ``nnnM`` or ``nnnY``), or of a bare
+    number of years (``"062"``, ``"62"``: not the standard's form, but common in real files).
 
     Args:
-        age_string: the element's value, e.g. ``"045Y"``, ``"006M"``, ``"010D"``, ``"002W"``.
+        age_string: the element's value, e.g. ``"045Y"``, ``"006M"``, ``"010D"``, ``"002W"``, ``"62"``.
 
     Returns:
         The label of the first :data:`AGE_GROUPS` band whose lower bound the age reaches (e.g.

@@ -31,12 +31,14 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from pneumonia.data import CLASS_NAMES, Record, list_adult_records, list_records, split_adult_records
+from pneumonia.data import (CLASS_NAMES, Record, list_adult_records, list_records, list_siim_records,
+                            split_adult_records, split_siim_records)
 from pneumonia.errors import InvalidImageError
 from pneumonia.gradcam import resize_heatmap
 from pneumonia.inference import UNKNOWN, Prediction, Predictor
 from pneumonia.metrics import (HEADLINE_KEYS, NO_VERDICT, POINTING_TOLERANCE_PX, best_fixed_point, bootstrap_intervals,
-                               bootstrap_share, compute_metrics, group_indices, pointing_hits, share, verdict_codes)
+                               bootstrap_share, box_cover, compute_metrics, group_indices, pointing_hits, share,
+                               verdict_codes)
 from pneumonia.model import ModelMetadata, load_metadata, resolve_model_dir, update_metadata
 from pneumonia.negatives import make_negative_images
 from pneumonia.notes import POPULATION_FILMS
@@ -44,6 +46,9 @@ from pneumonia.notes import POPULATION_FILMS
 FIGURE_SIZE = (4.2, 3.8)
 # Candidate points of the best-fixed-point baseline: the centres of 8 x 8 pixel cells of the film.
 FIXED_POINT_STEP_PX = 8
+# The two fixed points named before any figure (issue 18): the middle of each lower lung zone, as
+# shares of the film's (width, height).
+LOWER_LUNG_POINTS = {"image_left_lower_zone": (0.25, 0.60), "image_right_lower_zone": (0.75, 0.60)}
 # Figures of a population stored in the model's metadata (besides the CIs).
 RECORDED_KEYS = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece", "threshold")
 
@@ -202,14 +207,26 @@ def play_pointing_game(peaks: np.ndarray, boxes: Sequence[Sequence[float]], fram
     Returns:
         dict with n, tolerance_px, hits, hit_rate, ci95, ``best_fixed_point`` (x, y, grid_step_px,
         hits, hit_rate and ci95 with the point held where it was found; it was chosen on these
-        films, so it is optimistic) and ``margin`` (heatmap minus fixed point).
+        films, so it is optimistic), ``margin`` (heatmap minus fixed point), ``lower_lung_points``
+        (the two fixed points named in advance, :data:`LOWER_LUNG_POINTS`, each with hits, rate
+        and ci95), ``margin_lower_lung`` (heatmap minus the better of them) and ``box_cover``
+        (mean share of the film inside the film's boxes: how easy a hit is).
     """
     peaks = np.asarray(peaks, dtype=np.float64).reshape(-1, 2)
     groups = group_indices(patients)
     hits = pointing_hits(peaks, boxes, tolerance)
     (x, y), _ = best_fixed_point(boxes, frame, step, tolerance)
     fixed_hits = pointing_hits(np.tile([x, y], (len(boxes), 1)), boxes, tolerance)
+    lower = {}
+    for name, (fx, fy) in LOWER_LUNG_POINTS.items():
+        point = (fx * frame[0], fy * frame[1])
+        named_hits = pointing_hits(np.tile(point, (len(boxes), 1)), boxes, tolerance)
+        lower[name] = {"x": point[0], "y": point[1], "hits": int(named_hits.sum()), "hit_rate": share(named_hits),
+                       "ci95": bootstrap_share(named_hits, n_resamples, seed, groups)}
     return {
+        "lower_lung_points": lower,
+        "margin_lower_lung": share(hits) - max(v["hit_rate"] for v in lower.values()),
+        "box_cover": float(np.mean([box_cover(b, frame) for b in boxes])) if len(boxes) else None,
         "n": int(len(hits)),
         "tolerance_px": float(tolerance),
         "hits": int(hits.sum()),
@@ -294,8 +311,13 @@ def draw_pointing(ax, peaks: np.ndarray, boxes: Sequence[Sequence[float]], hits:
     """The boxes, each film's peak (green hit, red miss) and the best fixed point, in the film's frame."""
     from matplotlib.patches import Rectangle
 
-    for box in boxes:
-        ax.add_patch(Rectangle(box[:2], box[2], box[3], fill=False, edgecolor="gray", linewidth=0.8))
+    from pneumonia.metrics import as_box_set
+
+    # Many films: draw the boxes faintly so the peaks stay visible.
+    width = 0.8 if len(boxes) < 50 else 0.2
+    for film in boxes:
+        for x, y, w, h in as_box_set(film):
+            ax.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="gray", linewidth=width))
     peaks = np.asarray(peaks).reshape(-1, 2)
     ax.scatter(peaks[hits, 0], peaks[hits, 1], s=14, color="green", label="peak, hit")
     ax.scatter(peaks[~hits, 0], peaks[~hits, 1], s=14, color="crimson", label="peak, miss")
@@ -418,7 +440,28 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
     adult["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "Adults", "adult_")
                         if adult["ci95"] else {})
 
-    boxed = [r for r in records if r.box is not None]
+    game = score_pointing_game(predictor, [r for r in records if r.boxes], out_dir / "pointing_game.png",
+                               n_resamples)
+    return adult, game
+
+
+def score_pointing_game(predictor: Predictor, boxed: Sequence[Record], figure_path: Path,
+                        n_resamples: int = 2000) -> dict:
+    """The pointing game on boxed films: the PNEUMONIA evidence's peak against the films' boxes.
+
+    Args:
+        predictor: the loaded model.
+        boxed: films with boxes, all of one size.
+        figure_path: where the plot goes.
+        n_resamples: bootstrap resamples (by patient, or study).
+
+    Returns:
+        :func:`play_pointing_game`'s figures plus the frame, the heatmap's grid, the verdicts, one
+        row per film and the figure; ``{}`` when no film is boxed.
+
+    Raises:
+        ValueError: the films differ in size (one fixed point cannot serve them all).
+    """
     peaks, films, grids, frames = [], [], set(), set()
     for record in boxed:
         prediction, heatmap = explain_pneumonia(predictor, record.path)
@@ -428,13 +471,13 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
         grids.add(heatmap.shape)
         frames.add(frame)
         films.append({"file": record.path.name, "patient": record.patient, "view": record.view,
-                      "verdict": prediction.label, "box": list(record.box), "peak": list(peak)})
+                      "verdict": prediction.label, "boxes": [list(b) for b in record.boxes], "peak": list(peak)})
     if not boxed:
-        return adult, {}
+        return {}
     if len(frames) != 1:
         raise ValueError(f"The boxed films differ in size ({sorted(frames)}); one fixed point cannot serve them all.")
     frame = frames.pop()
-    boxes = [r.box for r in boxed]
+    boxes = [r.boxes for r in boxed]
     game = play_pointing_game(np.array(peaks), boxes, frame, [r.patient for r in boxed], n_resamples=n_resamples)
     hits = pointing_hits(np.array(peaks), boxes)
     for row, hit in zip(films, hits):
@@ -444,11 +487,82 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
                  "explained_class": CLASS_NAMES[1],
                  "verdicts": verdict_counts(verdict_codes([f["verdict"] for f in films], predictor.class_names)),
                  "films": films,
-                 "figure": save_plot(out_dir / "pointing_game.png",
+                 "figure": save_plot(figure_path,
                                      f"Pointing game: {game['hits']}/{game['n']} peaks within "
                                      f"{game['tolerance_px']:.0f} px",
                                      lambda ax: draw_pointing(ax, np.array(peaks), boxes, hits, frame, fixed))})
-    return adult, game
+    return game
+
+
+def evaluate_siim(predictor: Predictor, siim_dir: str | Path, out_dir: Path | None, n_resamples: int = 2000,
+                  log: Callable[[str], None] = print, pointing: bool = True) -> tuple[dict, dict]:
+    """The fixed SIIM test split (:func:`pneumonia.data.split_siim_records`): figures and CIs by study,
+    UNKNOWN counts, and the pointing game on its boxed films.
+
+    Args:
+        predictor: the loaded model (its adult operating point decides the verdicts).
+        siim_dir: the ``adult_siim`` folder.
+        out_dir: where the plots go (``None``: no plots).
+        n_resamples: bootstrap resamples (studies resampled as units).
+        log: progress lines.
+        pointing: also play the pointing game.
+
+    Returns:
+        ``(siim_test, pointing_game)``.
+    """
+    _, test = split_siim_records(list_siim_records(siim_dir))
+    records, probabilities, verdicts, unreadable = predict_records(predictor, test, log)
+    labels = np.array([r.label for r in records])
+    threshold = predictor.metadata.operating_point("adult")[1]
+    siim = {"data": str(siim_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples,
+                                                         [r.patient for r in records]), "unreadable": unreadable}
+    siim["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "SIIM adults", "siim_")
+                       if siim["ci95"] and out_dir is not None else {})
+    game = (score_pointing_game(predictor, [r for r in records if r.boxes], out_dir / "siim_pointing_game.png",
+                                n_resamples) if pointing and out_dir is not None else {})
+    return siim, game
+
+
+def evaluate_unseen_hospitals(without_siim: str | Path | None, without_nih: str | Path | None,
+                              siim_dir: str | Path | None, adult_dir: str | Path | None, n_resamples: int = 2000,
+                              log: Callable[[str], None] = print) -> dict:
+    """Leave-one-source-out: models trained without a hospital group, scored on its test set.
+
+    Each model decides at its own adult operating point, fitted on its own validation films (none
+    from the left-out source): what a film from a hospital the model never saw gets.
+
+    Args:
+        without_siim: a model folder trained without SIIM (scored on the SIIM test split), or ``None``.
+        without_nih: a model folder trained without NIH (scored on the NIH adult test set), or ``None``.
+        siim_dir, adult_dir: the data folders.
+
+    Returns:
+        ``{"siim": {...}, "nih": {...}, "unseen_hospital": {...}}``: each scored part with its model's
+        version and figures, and ``unseen_hospital``: for sensitivity and specificity the lower of
+        the parts' figures (what the adult caution quotes), ROC AUC likewise, with the films counted.
+    """
+    parts = {}
+    if without_siim is not None and siim_dir is not None:
+        predictor = Predictor.load(without_siim)
+        siim, _ = evaluate_siim(predictor, siim_dir, None, n_resamples, log, pointing=False)
+        parts["siim"] = dict(siim, model_version=predictor.metadata.version)
+    if without_nih is not None and adult_dir is not None:
+        predictor = Predictor.load(without_nih)
+        _, test = split_adult_records(list_adult_records(adult_dir))
+        records, probabilities, verdicts, unreadable = predict_records(predictor, test, log)
+        labels = np.array([r.label for r in records])
+        threshold = predictor.metadata.operating_point("adult")[1]
+        parts["nih"] = dict(evaluate_population(labels, probabilities, verdicts, threshold, n_resamples,
+                                                [r.patient for r in records]), data=str(adult_dir),
+                            unreadable=unreadable, model_version=predictor.metadata.version)
+    if not parts:
+        return {}
+    lowest = {k: min(p["metrics"][k] for p in parts.values()) for k in ("sensitivity", "specificity", "roc_auc")}
+    described = ", ".join(f"the {name.upper()} test set scored by a model trained without {name.upper()}"
+                          for name in parts)
+    parts["unseen_hospital"] = dict(lowest, n=int(sum(p["metrics"]["n"] for p in parts.values())),
+                                    description=f"the lower of the leave-one-source-out figures ({described})")
+    return parts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,12 +646,54 @@ def adult_section(adult: dict) -> list[str]:
     return lines + ["", *figure_links(adult["figures"])]
 
 
-def pointing_section(game: dict) -> list[str]:
+def siim_section(siim: dict) -> list[str]:
+    m = siim["metrics"]
+    return [
+        "## Adults: SIIM test split",
+        "",
+        f"`{siim['data']}`, the fixed SIIM test split (a seeded fifth of the studies, `data.split_siim_records`): "
+        f"{m['n']} films ({m['n_normal']} NORMAL, {m['n_pneumonia']} PNEUMONIA, radiologists' reads; "
+        f"{siim['unreadable']} unreadable), from BIMCV (Spain) and MIDRC-RICORD (USA). Never trained, selected or "
+        "calibrated on. Intervals resample studies.",
+        "",
+        *population_table(siim),
+        *figure_links(siim["figures"]),
+    ]
+
+
+def unseen_section(loso: dict) -> list[str]:
+    lines = [
+        "## Adults from a hospital the model never saw (leave one source out)",
+        "",
+        "Models trained with the same recipe but without one source, each scored on that source's test set at its "
+        "own adult operating point (fitted on its own validation films, none from the left-out source). These are "
+        "the figures to expect for an adult film from an unknown hospital.",
+        "",
+        "| left out | model | films | ROC AUC | sensitivity | specificity |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, part in loso.items():
+        if name == "unseen_hospital":
+            continue
+        m, ci = part["metrics"], part["ci95"]
+        lines.append(f"| {name.upper()} | `{part['model_version']}` | {m['n']} | {format_value(m['roc_auc'])} "
+                     f"{format_interval(ci.get('roc_auc'))} | {format_value(m['sensitivity'])} "
+                     f"{format_interval(ci.get('sensitivity'))} | {format_value(m['specificity'])} "
+                     f"{format_interval(ci.get('specificity'))} |")
+    unseen = loso["unseen_hospital"]
+    return lines + ["", f"Quoted by the adult caution ({unseen['description']}): sensitivity "
+                        f"{format_value(unseen['sensitivity'])}, specificity {format_value(unseen['specificity'])}.", ""]
+
+
+def pointing_section(game: dict, title: str = "adult films with a radiologist's box") -> list[str]:
     fixed = game["best_fixed_point"]
 
     grid = ", ".join(f"{g[0]} x {g[1]}" for g in game["heatmap_grid"])
+    named = [f"| fixed point ({v['x']:.0f}, {v['y']:.0f}), {name.replace('_', ' ')}, named in advance | "
+             f"{v['hits']} / {game['n']} | {format_value(v['hit_rate'])} | {format_interval(v['ci95'])} |"
+             for name, v in game.get("lower_lung_points", {}).items()]
     return [
-        "## Pointing game: adult films with a radiologist's box",
+        f"## Pointing game: {title}",
         "",
         f"The {game['explained_class']} Grad-CAM map (grid {grid} cells; for films not called "
         f"{game['explained_class']} too), upsampled to the {game['frame'][0]} x {game['frame'][1]} px film as the "
@@ -551,8 +707,12 @@ def pointing_section(game: dict) -> list[str]:
         f"| best fixed point ({fixed['x']:.0f}, {fixed['y']:.0f}), searched every {fixed['grid_step_px']} px "
         f"on these films (optimistic) | {fixed['hits']} / {game['n']} | {format_value(fixed['hit_rate'])} | "
         f"{format_interval(fixed['ci95'])} |",
+        *named,
         "",
-        f"Heatmap minus fixed point: **{game['margin']:+.3f}**.",
+        f"Heatmap minus the best fixed point: **{game['margin']:+.3f}**"
+        + (f"; minus the better lower-lung point: **{game['margin_lower_lung']:+.3f}**. The boxes cover "
+           f"{game['box_cover']:.0%} of the film on average (how easy a hit is)."
+           if game.get("lower_lung_points") else "."),
         "",
         f"![pointing game]({game['figure']})",
         "",
@@ -609,7 +769,13 @@ def write_report(result: dict, metadata: dict, out_dir: Path, classification_rep
     if "adult_test" in result:
         lines += adult_section(result["adult_test"])
     if result.get("pointing_game"):
-        lines += pointing_section(result["pointing_game"])
+        lines += pointing_section(result["pointing_game"], "NIH adult films with a radiologist's box")
+    if "siim_test" in result:
+        lines += siim_section(result["siim_test"])
+    if result.get("pointing_game_siim"):
+        lines += pointing_section(result["pointing_game_siim"], "SIIM test films with radiologists' opacity boxes")
+    if result.get("leave_one_source_out"):
+        lines += unseen_section(result["leave_one_source_out"])
     lines += gate_section(result.get("gate"))
     if classification_report:
         lines += ["## Classification report, children (scikit-learn)", "", "```", classification_report.rstrip(),
@@ -632,8 +798,9 @@ def finite_or_none(value):
 
 def evaluate_model(data_dir: str | Path | None, model_dir: str | Path | None, out_dir: str | Path,
                    n_resamples: int = 2000, gate: bool = True, log: Callable[[str], None] = print,
-                   adult_dir: str | Path | None = None) -> dict:
-    """Score the model on the children's test split and/or the adult test set, and write the report.
+                   adult_dir: str | Path | None = None, siim_dir: str | Path | None = None,
+                   without_siim: str | Path | None = None, without_nih: str | Path | None = None) -> dict:
+    """Score the model on the children's test split and/or the adult test sets, and write the report.
 
     Args:
         data_dir: folder with ``NORMAL/`` and ``PNEUMONIA/`` (the Kermany test split), or ``None``.
@@ -643,17 +810,21 @@ def evaluate_model(data_dir: str | Path | None, model_dir: str | Path | None, ou
         gate: also measure the not-a-chest-X-ray gate (with the children's films).
         log: progress lines.
         adult_dir: the ``adult_nih`` folder, or ``None``.
+        siim_dir: the ``adult_siim`` folder, or ``None``.
+        without_siim, without_nih: leave-one-source-out model folders
+            (:func:`evaluate_unseen_hospitals`), or ``None``.
 
     Returns:
         The ``metrics.json`` content: the children's figures at the top level (``data``,
-        ``metrics``, ``ci95``, ``gate``), and ``adult_test`` and ``pointing_game`` when
-        ``adult_dir`` is given.
+        ``metrics``, ``ci95``, ``gate``), ``adult_test`` and ``pointing_game`` when ``adult_dir``
+        is given, ``siim_test`` and ``pointing_game_siim`` when ``siim_dir`` is, and
+        ``leave_one_source_out`` when a leave-one-source-out model is.
 
     Raises:
         ValueError: neither folder given.
     """
-    if data_dir is None and adult_dir is None:
-        raise ValueError("Give the children's test folder (--data), the adult folder (--adult), or both.")
+    if data_dir is None and adult_dir is None and siim_dir is None:
+        raise ValueError("Give the children's test folder (--data), an adult folder (--adult, --siim), or several.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictor = Predictor.load(model_dir)
@@ -672,6 +843,17 @@ def evaluate_model(data_dir: str | Path | None, model_dir: str | Path | None, ou
             game = result["pointing_game"]
             log(f"pointing game: {game['hits']}/{game['n']} "
                 f"(best fixed point {game['best_fixed_point']['hits']}/{game['n']})")
+    if siim_dir is not None:
+        result["siim_test"], result["pointing_game_siim"] = evaluate_siim(predictor, siim_dir, out_dir, n_resamples, log)
+        log("SIIM adults: " + json.dumps({k: round(v, 4) for k, v in result["siim_test"]["metrics"].items()
+                                          if isinstance(v, float)}))
+        game = result["pointing_game_siim"]
+        log(f"SIIM pointing game: {game['hits']}/{game['n']} (best fixed point {game['best_fixed_point']['hits']}, "
+            f"lower-lung points {[v['hits'] for v in game['lower_lung_points'].values()]})")
+    if without_siim is not None or without_nih is not None:
+        result["leave_one_source_out"] = evaluate_unseen_hospitals(without_siim, without_nih, siim_dir, adult_dir,
+                                                                   n_resamples, log)
+        log("unseen hospitals: " + json.dumps(result["leave_one_source_out"].get("unseen_hospital")))
     result = finite_or_none(result)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     write_report(result, json.loads(predictor.metadata.to_json()), out_dir, report_text)
@@ -703,10 +885,20 @@ def record_in_metadata(result: dict, model_dir: str | Path | None) -> None:
                             for view, g in groups.items()}
                    for figure, groups in adult["by_view"].items()}
         metrics["adult_test"] = dict(summarise_population(adult), unknown=adult["metrics"]["unknown"], by_view=by_view)
-    if result.get("pointing_game"):
-        game = result["pointing_game"]
-        keys = ("n", "hits", "hit_rate", "ci95", "tolerance_px", "heatmap_grid", "margin", "best_fixed_point")
-        metrics["pointing_game"] = {k: game[k] for k in keys}
+    keys = ("n", "hits", "hit_rate", "ci95", "tolerance_px", "heatmap_grid", "margin", "best_fixed_point",
+            "lower_lung_points", "margin_lower_lung", "box_cover")
+    for name in ("pointing_game", "pointing_game_siim"):
+        if result.get(name):
+            metrics[name] = {k: result[name][k] for k in keys}
+    if "siim_test" in result:
+        metrics["siim_test"] = dict(summarise_population(result["siim_test"]),
+                                    unknown=result["siim_test"]["metrics"]["unknown"])
+    if result.get("leave_one_source_out"):
+        loso = result["leave_one_source_out"]
+        metrics["leave_one_source_out"] = {name: dict(summarise_population(part), model_version=part["model_version"])
+                                           for name, part in loso.items() if name != "unseen_hospital"}
+        metrics["unseen_hospital"] = {k: (round(v, 6) if isinstance(v, float) else v)
+                                      for k, v in loso["unseen_hospital"].items()}
     update_metadata(model_dir, metrics=metrics)
 
 
@@ -717,6 +909,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--adult", default=None,
                         help="the adult_nih folder (MANIFEST.tsv): scores its fixed adult test set and the pointing "
                              "game")
+    parser.add_argument("--siim", default=None,
+                        help="the adult_siim folder (MANIFEST.tsv): scores its fixed test split (by study) and the "
+                             "pointing game on its boxed films")
+    parser.add_argument("--without-siim", default=None,
+                        help="a model folder trained without SIIM: scored on the SIIM test split (an unseen hospital)")
+    parser.add_argument("--without-nih", default=None,
+                        help="a model folder trained without NIH: scored on the NIH adult test set (an unseen hospital)")
     parser.add_argument("--model", default=None,
                         help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     parser.add_argument("--out", default="reports", help="where metrics.json, report.md and plots go")
@@ -731,7 +930,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the ``evaluate`` command from parsed arguments."""
     result = evaluate_model(args.data, args.model, args.out, args.bootstrap, args.gate,
-                            log=lambda m: print(m, flush=True), adult_dir=args.adult)
+                            log=lambda m: print(m, flush=True), adult_dir=args.adult, siim_dir=args.siim,
+                            without_siim=args.without_siim, without_nih=args.without_nih)
     if args.record:
         record_in_metadata(result, args.model)
     return 0

@@ -251,30 +251,59 @@ def distance_to_box(points: np.ndarray, box: Sequence[float]) -> np.ndarray:
     return np.hypot(dx, dy)
 
 
-def pointing_hits(points: np.ndarray, boxes: Sequence[Sequence[float]],
-                  tolerance: float = POINTING_TOLERANCE_PX) -> np.ndarray:
-    """The pointing game: is each film's point within ``tolerance`` pixels of its own box?
+def as_box_set(boxes) -> list[tuple[float, float, float, float]]:
+    """One film's boxes as a list: a single ``(x, y, w, h)`` or a sequence of them."""
+    array = np.asarray(boxes, dtype=np.float64)
+    return [tuple(array)] if array.ndim == 1 else [tuple(b) for b in array.reshape(-1, 4)]
+
+
+def distance_to_boxes(points: np.ndarray, boxes) -> np.ndarray:
+    """Distance from points to the nearest of one film's boxes (:func:`distance_to_box`; 0 inside any).
+
+    Args:
+        points: ``(N, 2)`` ``(x, y)``.
+        boxes: one box ``(x, y, w, h)`` or a sequence of them.
+
+    Returns:
+        ``float64 (N,)``.
+    """
+    return np.min([distance_to_box(points, box) for box in as_box_set(boxes)], axis=0)
+
+
+def pointing_hits(points: np.ndarray, boxes: Sequence, tolerance: float = POINTING_TOLERANCE_PX) -> np.ndarray:
+    """The pointing game: is each film's point within ``tolerance`` pixels of one of its own boxes?
 
     Args:
         points: ``(N, 2)`` one ``(x, y)`` per film (e.g. its heatmap's peak).
-        boxes: ``N`` boxes ``(x, y, width, height)`` in the same pixels.
+        boxes: per film, its box ``(x, y, width, height)`` or a sequence of its boxes, same pixels.
         tolerance: largest distance that still counts as a hit.
 
     Returns:
         ``bool (N,)``.
     """
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    return np.array([distance_to_box(p, box)[0] <= tolerance for p, box in zip(points, boxes)], dtype=bool)
+    return np.array([distance_to_boxes(p, film)[0] <= tolerance for p, film in zip(points, boxes)], dtype=bool)
 
 
-def best_fixed_point(boxes: Sequence[Sequence[float]], frame: tuple[int, int], step: int = 8,
+def box_cover(boxes, frame: tuple[int, int]) -> float:
+    """Share of a ``(width, height)`` frame inside the union of one film's boxes (pixel centres counted)."""
+    width, height = frame
+    inside = np.zeros((height, width), bool)
+    for x, y, w, h in as_box_set(boxes):
+        cols = (np.arange(width) + 0.5 >= x) & (np.arange(width) + 0.5 < x + w)
+        rows = (np.arange(height) + 0.5 >= y) & (np.arange(height) + 0.5 < y + h)
+        inside[np.ix_(rows, cols)] = True
+    return float(inside.mean())
+
+
+def best_fixed_point(boxes: Sequence, frame: tuple[int, int], step: int = 8,
                      tolerance: float = POINTING_TOLERANCE_PX) -> tuple[tuple[float, float], float]:
-    """The single point that, named for every film, hits the most boxes: a baseline a heatmap must beat.
+    """The single point that, named for every film, hits the most films: a baseline a heatmap must beat.
 
     It is chosen on the very films it is scored on, so its rate is optimistic.
 
     Args:
-        boxes: ``(x, y, width, height)`` per film.
+        boxes: per film, its box ``(x, y, width, height)`` or a sequence of its boxes.
         frame: ``(width, height)`` of the films in pixels.
         step: spacing of the candidate grid; candidates are the centres of ``step``-pixel cells,
             ``step / 2, 3 step / 2, ...`` on each axis.
@@ -289,7 +318,7 @@ def best_fixed_point(boxes: Sequence[Sequence[float]], frame: tuple[int, int], s
     ys = np.arange(step / 2, height, step, dtype=np.float64)
     grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)  # row-major: y outer, x inner
     hits = np.zeros(len(grid))
-    for box in boxes:
-        hits += distance_to_box(grid, box) <= tolerance
+    for film in boxes:
+        hits += distance_to_boxes(grid, film) <= tolerance
     best = int(np.argmax(hits))
     return (float(grid[best, 0]), float(grid[best, 1])), float(hits[best] / max(1, len(boxes)))

@@ -78,6 +78,8 @@ def test_a_frontal_chest_header_keeps_the_label_of_the_film(predictor, film, fil
     ("110Y", "65 years and over"), ("006M", "under 1 year"), ("011M", "under 1 year"),
     ("071M", "1-5 years"), ("072M", "6-17 years"), ("010D", "under 1 year"), ("002W", "under 1 year"),
     ("060W", "1-5 years"),
+    # A bare number is years (real files often leave the unit out).
+    ("062", "18-64 years"), ("62", "18-64 years"), ("4", "1-5 years"), ("017", "6-17 years"), ("70", "65 years and over"),
 ])
 def test_age_is_given_as_its_band_only(predictor, film, age, group):
     data = write(film, PatientAge=age)
@@ -96,7 +98,7 @@ def test_age_is_given_as_its_band_only(predictor, film, age, group):
             dict(ageless.to_dict(), age_group=group, population_source=None)
 
 
-@pytest.mark.parametrize("age", ["SECRET-age", "45", "Y045", "0045Y", "45 Y", "-01Y", "", "045X"])
+@pytest.mark.parametrize("age", ["SECRET-age", "0045", "Y045", "0045Y", "45 Y", "-01Y", "", "045X", "4.5"])
 def test_malformed_or_missing_age_gives_no_age_group(predictor, film, age):
     result = predictor.predict(write(film, PatientAge=age))
     assert result.age_group is None and result.to_dict()["age_group"] is None
