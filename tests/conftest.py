@@ -57,3 +57,29 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "test").is_dir():
         pytest.skip(f"dataset not found at {SHARED_DATA} (set PNEUMONIA_DATA); CI provides it")
     return SHARED_DATA
+
+
+@pytest.fixture
+def siim_folder(films, tmp_path) -> Path:
+    """A tiny ``adult_siim``-like folder: the 8 small films as 8 studies (4 NORMAL, 4 PNEUMONIA, each
+    PNEUMONIA film with one or two opacity boxes), with a manifest in the real one's columns."""
+    import csv
+    import shutil
+
+    root = tmp_path / "siim"
+    rows = []
+    for i, source in enumerate(sorted(films.glob("NORMAL/*.jpeg")) + sorted(films.glob("PNEUMONIA/*.jpeg"))):
+        label = source.parent.name
+        boxes = "-" if label == "NORMAL" else ("20 30 60 120" if i % 2 else "20 30 60 120;130 40 70 110")
+        name = f"{label}/siim{i:03d}.jpg"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, root / name)
+        rows.append({"file": name, "label": label, "study": f"study{i}",
+                     "study_class": "Negative for Pneumonia" if label == "NORMAL" else "Typical Appearance",
+                     "opacity_boxes": str(0 if boxes == "-" else boxes.count(";") + 1),
+                     "opacity_boxes_xywh": boxes, "sha256": "-"})
+    with open(root / "MANIFEST.tsv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), delimiter="\t")
+        writer.writeheader()
+        writer.writerows(rows)
+    return root

@@ -291,8 +291,8 @@ def test_evaluate_command_reports_adults_and_the_pointing_game(adult_folder, tin
     assert len(game["heatmap_grid"]) == 1
     for film in game["films"]:
         x, y = film["peak"]
-        bx, by, bw, bh = film["box"]
-        near = math.hypot(max(bx - x, 0, x - bx - bw), max(by - y, 0, y - by - bh)) <= 15
+        near = any(math.hypot(max(bx - x, 0, x - bx - bw), max(by - y, 0, y - by - bh)) <= 15
+                   for bx, by, bw, bh in film["boxes"])
         assert film["hit"] == near
     assert game["hits"] == sum(f["hit"] for f in game["films"])
     report = (out / "report.md").read_text()
@@ -357,3 +357,31 @@ def test_adult_figures_agree_with_the_batch_csv_scored_independently(adult_data,
     assert adult["metrics"]["sensitivity"] == pytest.approx(np.mean([r["label"] == "PNEUMONIA" for r in positives]))
     assert adult["metrics"]["unknown"] == [sum(r["label"] == "UNKNOWN" for r in normals),
                                            sum(r["label"] == "UNKNOWN" for r in positives)]
+
+
+def test_a_film_with_several_boxes_is_hit_near_any_of_them():
+    boxes = [[(0, 0, 10, 10), (50, 50, 10, 10)], [(0, 0, 10, 10), (50, 50, 10, 10)], (0, 0, 10, 10)]
+    points = np.array([[55, 55], [30, 30], [12, 5]])
+    assert pointing_hits(points, boxes, tolerance=3).tolist() == [True, False, True]
+
+
+def test_box_cover_is_the_union_of_a_films_boxes_over_the_frame():
+    from pneumonia.metrics import box_cover
+
+    # Two 10 x 10 boxes overlapping in a 5 x 10 strip, on a 20 x 20 frame: (100 + 100 - 50) / 400.
+    assert box_cover([(0, 0, 10, 10), (5, 0, 10, 10)], (20, 20)) == pytest.approx(150 / 400)
+    assert box_cover((0, 0, 20, 20), (20, 20)) == 1.0
+
+
+def test_pointing_game_scores_the_two_lower_lung_points_named_in_advance():
+    frame = (100, 100)
+    # Film a: box around (25, 60); film b: around (75, 60); film c: top left; film d: both lower zones.
+    boxes = [[(20, 55, 10, 10)], [(70, 55, 10, 10)], [(0, 0, 5, 5)], [(20, 55, 10, 10), (70, 55, 10, 10)]]
+    peaks = np.array([[25, 60], [10, 10], [2, 2], [75, 60]])
+    game = play_pointing_game(peaks, boxes, frame, ["a", "b", "c", "d"], tolerance=0, step=10, n_resamples=50)
+    left, right = game["lower_lung_points"]["image_left_lower_zone"], game["lower_lung_points"]["image_right_lower_zone"]
+    assert (left["x"], left["y"], left["hits"]) == (25.0, 60.0, 2)  # films a and d
+    assert (right["x"], right["y"], right["hits"]) == (75.0, 60.0, 2)  # films b and d
+    assert game["hits"] == 3 and game["margin_lower_lung"] == pytest.approx(0.75 - 0.5)
+    expected_cover = np.mean([100 / 1e4, 100 / 1e4, 25 / 1e4, 200 / 1e4])
+    assert game["box_cover"] == pytest.approx(expected_cover)

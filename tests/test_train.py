@@ -1,6 +1,6 @@
 """What training applies, each piece against an independent computation: the intensity and geometric
-augmentations, the population x class sampling, the soft targets of unverified labels, weight
-averaging with batch-norm recomputation, the splits, and a smoke run on both populations."""
+augmentations, weight averaging with batch-norm recomputation, the splits, and a smoke run on both
+populations (the sampling, soft targets, box masks and box loss: tests/test_recipe.py)."""
 
 import csv
 import shutil
@@ -12,10 +12,10 @@ from scipy import ndimage
 
 from pneumonia.data import Record, list_adult_records, split_adult_records
 from pneumonia.model import load_model, update_metadata
-from pneumonia.train import (THRESHOLD_RULE, TrainConfig, adjust_intensity, augment_batch, build_augmenter,
-                             cell_shares, config_from_metadata, describe_data, describe_weights, gaussian_blur,
-                             make_datasets, make_weight_averager, recalibrate_model, recompute_batch_statistics,
-                             split_records, train_model, training_targets)
+from pneumonia.recipe import adjust_intensity, augment_batch, build_augmenter, gaussian_blur
+from pneumonia.train import (THRESHOLD_RULE, TrainConfig, config_from_metadata, describe_data, describe_weights,
+                             make_weight_averager, recalibrate_model, recompute_batch_statistics, split_records,
+                             train_model)
 
 
 @pytest.fixture
@@ -70,44 +70,6 @@ def test_geometric_augmentation_never_flips_left_and_right():
         for image in out:
             cols = np.nonzero(image.sum(axis=0) > 0.5)[0]
             assert cols.size and cols.mean() > 36  # the centre column is 32
-
-
-def test_cell_shares_balance_the_classes_within_each_population():
-    shares = cell_shares(0.25)
-    assert sum(shares.values()) == pytest.approx(1.0)
-    assert shares[("adult", 0)] == shares[("adult", 1)] == pytest.approx(0.125)
-    assert shares[("child", 0)] == shares[("child", 1)] == pytest.approx(0.375)
-
-
-def test_unverified_pneumonia_labels_get_the_soft_target():
-    records = [Record(path=None, label=0, patient="a"), Record(path=None, label=1, patient="b"),
-               Record(path=None, label=1, patient="c", population="adult", verified=False),
-               Record(path=None, label=0, patient="d", population="adult")]
-    assert training_targets(records, 0.7).tolist() == pytest.approx([0.0, 1.0, 0.7, 0.0])
-
-
-def test_sampling_draws_the_cells_in_their_shares_whatever_their_sizes():
-    # Cell sizes 1 : 3 : 0.3 : 0.1, like the real data; each film's value encodes its cell.
-    sizes = {("child", 0): 300, ("child", 1): 900, ("adult", 0): 90, ("adult", 1): 30}
-    records, values = [], []
-    for cell, (key, n) in enumerate(sizes.items()):
-        population, label = key
-        records += [Record(path=None, label=label, patient=f"{key}{i}", population=population,
-                           verified=population == "child") for i in range(n)]
-        values += [cell] * n
-    films = np.array(values, np.uint8).reshape(-1, 1, 1).repeat(2, 1).repeat(2, 2)
-    config = TrainConfig(batch_size=16, augment=False, adult_share=0.25, unverified_target=0.7)
-    train, _ = make_datasets(films, records, films[:4], np.zeros(4), config)
-    drawn, targets = [], []
-    for _ in range(3):  # three epochs, each a fresh draw
-        epoch = [(np.round(x.numpy()[:, 0, 0, 0] * 255).astype(int), y.numpy()[:, 0]) for x, y in train]
-        assert sum(len(d) for d, _ in epoch) == len(films) // 16 * 16  # as many batches as the films fill
-        drawn += [d for d, _ in epoch]
-        targets += [t for _, t in epoch]
-    drawn, targets = np.concatenate(drawn), np.concatenate(targets)
-    frequencies = np.bincount(drawn, minlength=4) / len(drawn)
-    assert np.allclose(frequencies, list(cell_shares(0.25).values()), atol=0.04)
-    assert np.allclose(targets[drawn == 3], 0.7) and np.allclose(targets[drawn == 1], 1.0)
 
 
 def test_weight_averager_returns_the_mean_of_the_epochs_in_its_window():
@@ -176,12 +138,13 @@ def adult_folder(films, tmp_path):
 def test_adult_test_set_holds_the_boxed_films_and_never_their_patients_other_films(adult_folder):
     records = list_adult_records(adult_folder)
     development, test = split_adult_records(records)
-    boxed = [r for r in records if r.box is not None]
-    assert len(boxed) == 1 and boxed[0] in test and boxed[0].box == (10, 20, 30, 40)
+    boxed = [r for r in records if r.boxes]
+    assert len(boxed) == 1 and boxed[0] in test and boxed[0].boxes == ((10, 20, 30, 40),)
     assert not any(r.patient == boxed[0].patient for r in development)  # patient 5's text-mined film: nowhere
-    assert not any(r.patient == boxed[0].patient and r.box is None for r in test)
+    assert not any(r.patient == boxed[0].patient and not r.boxes for r in test)
     assert {r.patient for r in development}.isdisjoint({r.patient for r in test})
-    assert all(not r.verified for r in records if r.label == 1 and r.box is None)
+    assert all(not r.verified for r in records if r.label == 1 and not r.boxes)
+    assert {r.source for r in records} == {"nih"}
 
 
 def test_real_adult_split_keeps_patients_apart(shared_data):
@@ -189,7 +152,7 @@ def test_real_adult_split_keeps_patients_apart(shared_data):
     if not (adult / "MANIFEST.tsv").is_file():
         pytest.skip(f"adult films not found at {adult}; CI provides them")
     development, test = split_adult_records(list_adult_records(adult))
-    assert sum(r.box is not None for r in test) == 21 and all(r.box is not None or r.label == 0 for r in test)
+    assert sum(bool(r.boxes) for r in test) == 21 and all(r.boxes or r.label == 0 for r in test)
     train, val = split_records(shared_data, TrainConfig(), adult)
     adult_train = {r.patient for r in train if r.population == "adult"}
     adult_val = {r.patient for r in val if r.population == "adult"}
@@ -229,10 +192,13 @@ def test_weights_hash_tells_apart_weights_that_differ_by_one_value():
     assert describe_weights(weights) != describe_weights(changed)
 
 
-def test_training_smoke_run_on_both_populations_writes_a_loadable_model(films, adult_folder, tmp_path):
+def test_training_smoke_run_on_three_sources_writes_a_loadable_model(films, adult_folder, siim_folder, tmp_path):
     config = TrainConfig(input_size=64, head_width=8, epochs=2, swa_epochs=1, batch_size=4, val_fraction=0.3,
-                         adult_val_fraction=0.4, seed=1, limit=0)
-    meta = train_model(films, tmp_path, config, adult_dir=adult_folder, run_name="smoke", log=lambda m: None)
+                         adult_val_fraction=0.4, siim_val_fraction=0.4, seed=1, limit=0)
+    meta = train_model(films, tmp_path, config, adult_dir=adult_folder, run_name="smoke", log=lambda m: None,
+                       siim_dir=siim_folder)
+    assert all(meta["training"]["train_films_by_source"][s] > 0 for s in ("kermany", "nih", "siim"))
+    assert meta["training"]["boxed_train_films"] > 0
     model, metadata = load_model(tmp_path)
     assert metadata.input_size == 64 and meta["training"]["epochs_run"] == 2
     assert metadata.version.startswith("smoke-mnv2-") and f"-d{meta['training']['data_hash']}-w" in metadata.version
@@ -250,7 +216,8 @@ def test_training_smoke_run_on_both_populations_writes_a_loadable_model(films, a
     # values (same rule, same films, the network reloaded from its file), under a new identity.
     meta["metrics"]["test"] = {"accuracy": 0.5}  # as evaluate --record would have left it
     update_metadata(tmp_path, metrics=meta["metrics"])
-    refit = recalibrate_model(films, tmp_path, adult_folder, run_name="smoke2", log=lambda m: None)
+    refit = recalibrate_model(films, tmp_path, adult_folder, run_name="smoke2", log=lambda m: None,
+                              siim_dir=siim_folder)
     assert refit["version"] == "smoke2-" + metadata.version.split("-", 1)[1]
     for population in ("child", "adult"):
         for key in ("temperature", "threshold"):
