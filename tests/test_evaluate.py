@@ -385,3 +385,33 @@ def test_pointing_game_scores_the_two_lower_lung_points_named_in_advance():
     assert game["hits"] == 3 and game["margin_lower_lung"] == pytest.approx(0.75 - 0.5)
     expected_cover = np.mean([100 / 1e4, 100 / 1e4, 25 / 1e4, 200 / 1e4])
     assert game["box_cover"] == pytest.approx(expected_cover)
+
+
+def test_siim_figures_agree_with_the_batch_csv_scored_independently(shared_data, predictor, tmp_path):
+    """The batch CLI's CSV on the SIIM test split's files, scored here with scikit-learn, gives the
+    figures evaluate reports (verdicts, and AUC where every film is diagnosed)."""
+    from sklearn.metrics import roc_auc_score
+
+    from pneumonia.__main__ import main
+    from pneumonia.data import list_siim_records, split_siim_records
+    from pneumonia.evaluate import evaluate_siim
+
+    siim = shared_data.parent / "adult_siim"
+    if not (siim / "MANIFEST.tsv").is_file():
+        pytest.skip(f"SIIM films not found at {siim}; CI provides them")
+    test = split_siim_records(list_siim_records(siim))[1]
+    result, _ = evaluate_siim(predictor, siim, None, n_resamples=20, log=lambda m: None, pointing=False)
+    csv_path = tmp_path / "siim.csv"
+    assert main(["predict", *[str(r.path) for r in test], "--csv", str(csv_path), "--quiet"]) == 0
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(open(csv_path))}
+    truth = {r.path.name: r.label for r in test}
+    assert len(rows) == len(truth) == result["metrics"]["n"]
+    normals = [r for name, r in rows.items() if truth[name] == 0]
+    positives = [r for name, r in rows.items() if truth[name] == 1]
+    assert result["metrics"]["specificity"] == pytest.approx(np.mean([r["label"] == "NORMAL" for r in normals]))
+    assert result["metrics"]["sensitivity"] == pytest.approx(np.mean([r["label"] == "PNEUMONIA" for r in positives]))
+    assert result["metrics"]["unknown"] == [sum(r["label"] == "UNKNOWN" for r in normals),
+                                            sum(r["label"] == "UNKNOWN" for r in positives)]
+    diagnosed = [(truth[name], float(r["pneumonia_probability"])) for name, r in rows.items() if r["label"] != "UNKNOWN"]
+    if len(diagnosed) == len(rows):
+        assert result["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(*zip(*diagnosed)), abs=1e-9)
