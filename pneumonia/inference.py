@@ -135,6 +135,7 @@ class Prediction:
             The :data:`VERDICT_FIELDS`: ``{"label", "pneumonia_probability",
             "normal_probability", "threshold", "is_chest_xray", "reason", "age_group"}``; the
             probabilities are ``None`` when the label is UNKNOWN (no diagnosis is made then),
+            ``threshold`` is ``None`` for UNKNOWN too (no population's operating point applied),
             ``reason`` says why in words (else ``None``), ``age_group`` is the DICOM age band or
             ``None``; ``population``, ``population_source`` and ``caution`` as on the prediction.
         """
@@ -143,7 +144,8 @@ class Prediction:
             "label": self.label,
             "pneumonia_probability": round(float(self.pneumonia_probability), 6) if known else None,
             "normal_probability": round(1.0 - float(self.pneumonia_probability), 6) if known else None,
-            "threshold": round(float(self.threshold), 6),
+            # No diagnosis, no population: no operating threshold applies to an UNKNOWN verdict.
+            "threshold": round(float(self.threshold), 6) if known else None,
             "is_chest_xray": bool(self.is_chest_xray),
             "reason": self.reason,
             "age_group": self.age_group,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pneumonia.serving import AppProcess
+from benchmarks.app_process import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import app
-from pneumonia.serving import AppProcess
+from benchmarks.app_process import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # Patient details planted in a DICOM upload; none may surface in logs, replies or returned files.
