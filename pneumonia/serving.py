@@ -217,6 +217,21 @@ class LatestRequests:
             return self._latest.get(session, ticket) == ticket
 
 
+def describe_address(host: str, port: int, shared: bool) -> str:
+    """The one line ``python app.py`` prints once it serves: where, and how to get a public link.
+
+    Args:
+        host: the address it listens on.
+        port: the port.
+        shared: whether it was started with ``--share`` (Gradio prints the public link itself).
+    """
+    where = f"Serving on http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+    if shared:
+        return where + " (the public link is printed above)."
+    return where + (" (this machine only)" if host in ("127.0.0.1", "localhost") else "") + \
+        "; for a public gradio.live link, run: python app.py --share"
+
+
 def as_sentence(text: str) -> str:
     """``text`` on one line, ending with a full stop."""
     text = " ".join(text.split())

@@ -73,15 +73,18 @@ NOTICE_CSS = """
   padding: 8px 12px; font-size: .9rem; line-height: 1.45; }
 """
 
-def make_banner(kind: str, title_html: str, body_html: str) -> str:
+def make_banner(kind: str, title_html: str, body_html: str, key: Optional[str] = None) -> str:
     """The verdict area's box, the one place its markup is written.
 
     Args:
         kind: picks its colours (``normal``, ``pneumonia``, ``unknown``, ``error``, ``idle``).
         title_html: the heading, HTML already escaped.
         body_html: what follows the heading, HTML already escaped.
+        key: the film's fingerprint (:func:`identify_film`), kept on the box so that two films with
+            the same verdict still give two different banners (the page scrolls to each new one).
     """
-    return (f'<div class="verdict {html.escape(kind)}" role="status" aria-live="polite">'
+    film = f' data-film="{html.escape(key)}"' if key else ""
+    return (f'<div class="verdict {html.escape(kind)}" role="status" aria-live="polite"{film}>'
             f"<h2>{title_html}</h2>{body_html}</div>")
 
 
@@ -94,12 +97,12 @@ IDLE_BANNER = make_banner("idle", "No result yet",
                           paragraph("Upload a film or pick an example: the verdict and heatmap appear here."))
 
 
-def error_banner(message: str, title: str = "Cannot analyse this file") -> str:
+def error_banner(message: str, title: str = "Cannot analyse this file", key: Optional[str] = None) -> str:
     """The one place an error is shown: where the verdict goes, in words, with no stack trace."""
-    return make_banner("error", html.escape(title), paragraph(message))
+    return make_banner("error", html.escape(title), paragraph(message), key)
 
 
-def verdict_html(verdict: Mapping) -> str:
+def verdict_html(verdict: Mapping, key: Optional[str] = None) -> str:
     """The coloured verdict banner: the label, :func:`pneumonia.notes.describe_verdict` in words,
     and for a diagnosis a bar marking the probability and the threshold.
 
@@ -108,6 +111,7 @@ def verdict_html(verdict: Mapping) -> str:
             (``UNKNOWN``: not a frontal chest film) gets a grey banner with the ``reason`` and no
             bar, since the classifier's output means nothing for such an image. A ``caution``
             comes in a box above the sentence, with a link to the model card's figures.
+        key: the film's fingerprint (:func:`make_banner`).
 
     Returns:
         HTML.
@@ -116,7 +120,7 @@ def verdict_html(verdict: Mapping) -> str:
     text = paragraph(describe_verdict(dict(verdict)))
     p = verdict.get("pneumonia_probability")
     if p is None:
-        return make_banner(label.lower(), html.escape(label), text)
+        return make_banner(label.lower(), html.escape(label), text, key)
     p, t = float(p), float(verdict["threshold"])
     label_at = min(max(t, 0.12), 0.88)  # keep the "threshold" caption clear of "0%" and "100%"
     caution = verdict.get("caution")
@@ -126,7 +130,7 @@ def verdict_html(verdict: Mapping) -> str:
            f'<div class="cut" style="left:{t:.1%}"></div></div>'
            f'<div class="scale" aria-hidden="true"><span>0%</span>'
            f'<span class="at" style="left:{label_at:.1%}">threshold</span><span class="hi">100%</span></div>')
-    return make_banner(label.lower(), html.escape(label), box + text + bar)
+    return make_banner(label.lower(), html.escape(label), box + text + bar, key)
 
 
 # The model card's accordion on the page: where a caution's link leads.
