@@ -203,12 +203,15 @@ def describe_caution(population: str | None, metrics: dict, view: str | None = N
     if not weaker and not unseen:
         return by_view
     source = unseen or adult
+    found, cleared = source.get("sensitivity"), source.get("specificity")
     if unseen:
-        lead = (f"On adult films from a hospital it was not trained on, it found {count_in_ten(unseen['sensitivity'])} "
-                f"in 10 pneumonias and cleared {count_in_ten(unseen['specificity'])} in 10 normal films.")
+        parts = ([f"found {count_in_ten(found)} in 10 pneumonias"] if found is not None else []) + \
+            ([f"cleared {count_in_ten(cleared)} in 10 normal films"] if cleared is not None else [])
+        lead = f"On adult films from a hospital it was not trained on, it {' and '.join(parts) or 'was measured'}."
     else:
-        lead = (f"On adults' films it misses {count_in_ten(1.0 - adult['sensitivity'])} in 10 pneumonias and flags "
-                f"{count_in_ten(1.0 - adult['specificity'])} in 10 normal films.")
+        parts = ([f"misses {count_in_ten(1.0 - found)} in 10 pneumonias"] if found is not None else []) + \
+            ([f"flags {count_in_ten(1.0 - cleared)} in 10 normal films"] if cleared is not None else [])
+        lead = f"On adults' films it {' and '.join(parts) or 'is weaker than on children'}."
     figures = ", ".join(f"{name} {source[key]:.2f}" for key, name in CAUTION_FIGURES if key in source)
     films = f"{source['n']} {'films' if unseen else 'adult test films'}" if source.get("n") else "test films"
     return f"{lead} ({figures}; {films}.)" + (f" {by_view}" if by_view else "")

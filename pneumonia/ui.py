@@ -90,7 +90,7 @@ def make_banner(kind: str, title_html: str, body_html: str, key: Optional[str] =
 
 def paragraph(text: str) -> str:
     """Plain text as one escaped HTML paragraph."""
-    return f"<p>{html.escape(text)}</p>"
+    return f"<p>{html.escape(text, quote=False)}</p>"
 
 
 IDLE_BANNER = make_banner("idle", "No result yet",
