@@ -3,8 +3,8 @@
 Run from the repository root: ``PYTHONPATH=. python docs/shortcut_check.py`` (needs ../shared/data).
 A one-off measurement quoted in README and docs/experiments.md, not part of the package.
 """
-import numpy as np, cv2
-from pathlib import Path
+import numpy as np
+import cv2
 from pneumonia import Predictor
 from pneumonia.data import list_records, list_adult_records, split_adult_records
 from pneumonia.preprocessing import read_image

@@ -24,7 +24,7 @@ from PIL import Image
 
 
 class NetworkFunctions(NamedTuple):
-    """The network's two traced passes (``tf.function``\ s over ``float32 (N, S, S, 1)`` batches).
+    """The network's two traced passes (each a ``tf.function`` over ``float32 (N, S, S, 1)`` batches).
 
     Attributes:
         forward: ``batch -> (logits (N,), features (N, C))``: the PNEUMONIA logit and the pooled
