@@ -212,15 +212,19 @@ def describe_caution(population: str | None, metrics: dict, view: str | None = N
         parts = ([f"misses {count_in_ten(1.0 - found)} in 10 pneumonias"] if found is not None else []) + \
             ([f"flags {count_in_ten(1.0 - cleared)} in 10 normal films"] if cleared is not None else [])
         lead = f"On adults' films it {' and '.join(parts) or 'is weaker than on children'}."
-    figures = ", ".join(f"{name} {source[key]:.2f}" for key, name in CAUTION_FIGURES if key in source)
-    films = f"{source['n']} {'films' if unseen else 'adult test films'}" if source.get("n") else "test films"
-    return f"{lead} ({figures}; {films}.)" + (f" {by_view}" if by_view else "")
+    figures = ", ".join(f"{name} {source[key]:.2f}" for key, name in _LEAD_FIGURES if key in source)
+    films = f"; {source['n']} films" if source.get("n") else ""
+    return f"{lead[:-1]} ({figures}{films})." + (f" {by_view}" if by_view else "")
+
+
+# The figures quoted after a caution's lead sentence, in that order.
+_LEAD_FIGURES = (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("roc_auc", "ROC AUC"))
 
 
 # What a view's test films are called in a caution, and what each figure counts.
-_VIEW_NAMES = {"AP": "AP films (often portable or supine)", "PA": "PA films"}
-_VIEW_FIGURES = (("sensitivity", "On {view} it found only {right} of {n} pneumonias (sensitivity {rate:.2f})."),
-                 ("specificity", "On normal {view} it cleared only {right} of {n} (specificity {rate:.2f})."))
+_VIEW_NAMES = {"AP": "AP (often portable) films", "PA": "PA films"}
+_VIEW_FIGURES = (("sensitivity", "On {view} it found only {right} of {n} pneumonias."),
+                 ("specificity", "On normal {view} it cleared only {right} of {n}."))
 
 
 def describe_view_caution(adult: dict, view: str | None) -> str | None:

@@ -61,10 +61,10 @@ BANNER_CSS = """
 LEGEND_CSS = """
 .legend { margin: -6px -12px; display: flex; flex-wrap: wrap; align-items: center; gap: 4px 8px; font-size: .85rem;
   line-height: 1.35; color: var(--body-text-color-subdued, #4b5563); }
-.bar { flex: 0 0 120px; height: 12px; border-radius: 6px; border: 1px solid rgba(0, 0, 0, .15); background-color: #808080; }
-.scalebar { flex: 0 0 120px; display: flex; flex-direction: column; gap: 2px; }
+.bar { height: 12px; border-radius: 6px; border: 1px solid rgba(0, 0, 0, .15); background-color: #808080; }
+.scalebar { flex: 0 0 176px; display: flex; flex-direction: column; gap: 2px; }
 .scalebar .bar { flex: 0 0 12px; }
-.ends { display: flex; justify-content: space-between; font-size: .75rem; }
+.ends { display: flex; justify-content: space-between; gap: 6px; font-size: .75rem; }
 .text { flex: 1 1 280px; min-width: 0; }
 """
 
