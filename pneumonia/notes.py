@@ -305,6 +305,11 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
                      f"{game['hit_rate']:.0%} of them" + (f", against {best['hit_rate']:.0%} for the best single fixed "
                                                           "point" if isinstance(best.get("hit_rate"), float) else "")
                      + ".")
+    heatmap = getattr(metadata, "heatmap", None) or {}
+    if isinstance(heatmap.get("scale"), (int, float)):
+        lines.append(f"**Heatmap.** Each cell's evidence (its share of the logit) on one scale for every film: red "
+                     f"for pneumonia, blue for a normal film, full colour at {heatmap['scale']:.3g} ("
+                     f"{heatmap.get('rule') or 'rule not recorded'}).")
     if not tables:
         lines.append("*No evaluation figures are recorded for this model.*")
     elif not isinstance(metrics.get("test"), dict):

@@ -145,6 +145,21 @@ def test_legend_is_drawn_from_the_colour_table_and_names_the_verdict(label):
     assert "fit-heatmap" in ui.legend_html(None)  # a model with no heatmap scale says how to record one
 
 
+@pytest.mark.parametrize("heatmap, expected", [
+    ({"scale": 32.2063, "rule": "percentile 99 of ...", "colormap": "blue-red"}, "full colour at 32.2 (percentile 99 of ...)"),
+    ({}, None),
+])
+def test_model_card_states_the_heatmap_scale_when_recorded(predictor, heatmap, expected):
+    import dataclasses
+
+    from pneumonia.notes import format_model_card
+
+    card = format_model_card(dataclasses.replace(predictor.metadata, heatmap=heatmap))
+    assert ("**Heatmap.**" in card) == (expected is not None)
+    if expected:
+        assert expected in card
+
+
 def test_unknown_banner_gives_the_reason_and_no_probability():
     verdict = {"label": "UNKNOWN", "pneumonia_probability": None, "normal_probability": None, "threshold": 0.31,
                "is_chest_xray": False, "reason": "A lateral view: <only frontal films> are assessed."}
