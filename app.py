@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pneumonia import serving, ui
 from pneumonia.errors import ModelLoadError
-from pneumonia.inference import OVERLAY_MAX_SIDE, Predictor, make_preview, render_overlay
-from pneumonia.notes import FINDINGS, format_model_card
+from pneumonia.inference import OVERLAY_MAX_SIDE, UNKNOWN, Predictor, make_preview
+from pneumonia.notes import FINDINGS, HEATMAP_MISSING, format_model_card
 from pneumonia.preprocessing import read_image
 from pneumonia.serving import MAX_FILE_SIZE  # the upload limit, also read by the tests
 
@@ -50,6 +50,7 @@ def build_demo(predictor):
 
     ttl = serving.cache_ttl_s()
     newest = serving.LatestRequests()
+    colormap = predictor.metadata.heatmap.get("colormap")  # None: the model records no heatmap scale
 
     def analyse(film, alpha):
         """``(result, None)``, or ``(None, message)`` when the film cannot be analysed."""
@@ -63,25 +64,42 @@ def build_demo(predictor):
         _, film, heatmap = kept
         if heatmap is None:
             return None
-        shown = film if view == ui.VIEWS[1] else render_overlay(read_image(film), heatmap, alpha)
+        shown = film if view == ui.VIEWS[1] else predictor.draw_overlay(read_image(film), heatmap, alpha)
         return serving.save_image(shown, overlay.GRADIO_CACHE, "overlay.jpeg")
 
     def show(film, alpha, view, kept, request: gr.Request):
-        """The whole result area for the current film, opacity and view (see the wiring below)."""
+        """The whole result area for the current film, opacity and view (see the wiring below).
+
+        Returns the outputs ``(preview, confidences, overlay, banner, notes, kept, legend,
+        heatmap box)``. An UNKNOWN verdict or an error hides the confidences and the heatmap box
+        (overlay, legend, opacity, view); the next result shows them again.
+        """
         ticket, key = newest.begin(request.session_hash), ui.identify_film(film)
+
+        def shown(visible):
+            return gr.Label(visible=visible), gr.Column(visible=visible)
+
         if key is None:
-            page = (None, None, None, ui.IDLE_BANNER, ui.NOTES_PLACEHOLDER, None)
+            label, box = shown(True)
+            page = (None, label, None, ui.IDLE_BANNER, ui.NOTES_PLACEHOLDER, None, ui.legend_html(colormap), box)
         elif kept is not None and kept[0] == key:  # the film on show: only opacity or view changed
-            page = (gr.skip(), gr.skip(), draw(kept, alpha, view), gr.skip(), gr.skip(), gr.skip())
+            page = (gr.skip(), gr.skip(), draw(kept, alpha, view), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                    gr.skip())
         else:
             result, problem = analyse(film, alpha)
             if problem:
-                page = (None, None, None, ui.error_banner(problem), ui.NOTES_PLACEHOLDER, None)
+                label, box = shown(False)
+                page = (None, label, None, ui.error_banner(problem, key=key), ui.NOTES_PLACEHOLDER, None,
+                        gr.skip(), box)
             else:
                 verdict, kept = result.to_dict(), (key, make_preview(result.image, OVERLAY_MAX_SIDE), result.heatmap)
+                known = verdict["label"] != UNKNOWN
+                _, box = shown(known)
+                confidences_value = ui.format_confidences(verdict, result.probabilities) if known else None
                 page = (serving.save_image(make_preview(result.image), film_view.GRADIO_CACHE, "film.png"),
-                        ui.format_confidences(verdict, result.probabilities), draw(kept, alpha, view),
-                        ui.verdict_html(verdict), FINDINGS.get(verdict["label"], FINDINGS["UNKNOWN"]), kept)
+                        gr.Label(confidences_value, visible=known), draw(kept, alpha, view),
+                        ui.verdict_html(verdict, key=key), FINDINGS.get(verdict["label"], FINDINGS["UNKNOWN"]), kept,
+                        ui.legend_html(colormap, verdict["label"]), box)
         # A newer event of this page started meanwhile: it draws the page, this one stands down.
         return page if newest.is_latest(request.session_hash, ticket) else (gr.skip(),) * len(page)
 
@@ -129,18 +147,23 @@ def build_demo(predictor):
                 banner = gr.HTML(ui.IDLE_BANNER, css_template=ui.BANNER_CSS, js_on_load=None, elem_id="verdict")
                 confidences = gr.Label(label="Calibrated confidence", num_top_classes=2, show_heading=False,
                                        elem_id="confidences")
-                overlay = gr.Image(label="Grad-CAM overlay", type="pil", interactive=False, format="jpeg",
-                                   height="min(500px, 90vw)", buttons=["fullscreen", "download"], elem_id="overlay",
-                                   alt_text="The film with the Grad-CAM heatmap laid over it: red marks the "
-                                            "regions that most influenced the model's answer")
-                gr.HTML(ui.legend_html(), css_template=ui.LEGEND_CSS, js_on_load=None)
-                with gr.Row():
-                    opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", min_width=160,
-                                        elem_id="opacity")
-                    view = gr.Radio(list(ui.VIEWS), value=ui.VIEWS[0], label="Show", min_width=140)
+                # Hidden for UNKNOWN and errors (show() toggles it): nothing to explain then.
+                with gr.Column(elem_id="heatmap-box") as heatmap_box:
+                    overlay = gr.Image(label="Grad-CAM evidence map", type="pil", interactive=False, format="jpeg",
+                                       height="min(500px, 90vw)", buttons=["fullscreen", "download"], elem_id="overlay",
+                                       alt_text="The film with the evidence map laid over it: red where the model "
+                                                "found evidence for pneumonia, blue where it found evidence for a "
+                                                "normal film, on the same scale for every film")
+                    legend = gr.HTML(ui.legend_html(colormap), css_template=ui.LEGEND_CSS, js_on_load=None,
+                                     elem_id="legend")
+                    with gr.Row():
+                        opacity = gr.Slider(0.0, 1.0, value=0.4, step=0.05, label="Heatmap opacity", min_width=160,
+                                            elem_id="opacity")
+                        view = gr.Radio(list(ui.VIEWS), value=ui.VIEWS[0], label="Show", min_width=140,
+                                        elem_id="view")
                 with gr.Accordion("Radiological notes", open=True):
                     notes = gr.Markdown(ui.NOTES_PLACEHOLDER, elem_id="notes")
-        with gr.Accordion("Model card: data, figures, intended use and limits", open=False):
+        with gr.Accordion("Model card: data, figures, intended use and limits", open=False, elem_id=ui.MODEL_CARD_ID):
             gr.Markdown(format_model_card(predictor.metadata, retention_s=min(ttl, 600) + ttl))
 
         # The result area has ONE writer. (Issue 12: the upload's own handler used to clear the
@@ -153,10 +176,14 @@ def build_demo(predictor):
         # should two still overlap, the one that started first returns gr.skip(). Nothing clears
         # a result, so nothing can land after an analysis and wipe it.
         gr.on([upload.change, analyze_button.click, opacity.input, view.input], show,
-              inputs=[upload, opacity, view, state], outputs=[film_view, confidences, overlay, banner, notes, state],
+              inputs=[upload, opacity, view, state],
+              outputs=[film_view, confidences, overlay, banner, notes, state, legend, heatmap_box],
               trigger_mode="always_last", concurrency_id="analysis", api_visibility="private",
               show_progress="full", show_progress_on=[banner])
         analyze_button.click(None, js=ui.SCROLL_TO_RESULT_JS)
+        # Every new result (upload, example, Analyze) changes the banner, which names its film: on a
+        # phone, bring it into view. Opacity and view changes leave the banner, and the page, alone.
+        banner.change(None, js=ui.SCROLL_TO_RESULT_JS)
         # The API: its own event, triggered by no control on the page, sharing the page's analysis slots.
         gr.on([], predict, inputs=[upload, opacity], outputs=[confidences, overlay, verdict], api_name="predict",
               api_description=ui.API_DESCRIPTION, concurrency_id="analysis")
@@ -187,9 +214,15 @@ def main(argv=None) -> None:
     serving.exit_on_sigterm()  # so the temporary folder is removed on docker stop / systemd
     demo = build_demo(predictor)
     try:
-        demo.launch(server_name=host, server_port=port, share=args.share, **launch_options())
+        # quiet: Gradio's own hint ("set share=True in launch()") is not how this app is run.
+        demo.launch(server_name=host, server_port=port, share=args.share, quiet=True, prevent_thread_lock=True,
+                    **launch_options())
     except OSError as exc:  # e.g. the port was taken while the model loaded
         raise SystemExit(serving.as_sentence(f"Cannot start: {exc}")) from None
+    print(serving.describe_address(host, port, args.share), flush=True)
+    if not predictor.metadata.heatmap:
+        print(HEATMAP_MISSING, flush=True)
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pneumonia.serving import AppProcess
+from benchmarks.app_process import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # The largest bundled film (1024 x 967, 8-bit JPEG): the "full-resolution example".
@@ -127,7 +127,7 @@ def analyze(client, path: Path = EXAMPLE):
 
 
 class AppServer(AppProcess):
-    """``python app.py`` in a child process on a free loopback port (:class:`pneumonia.serving.AppProcess`,
+    """``python app.py`` in a child process on a free loopback port (:class:`benchmarks.app_process.AppProcess`,
     the launcher the tests use too), with the benchmarks' quiet environment and measurements.
 
     ``with AppServer() as server`` returns once the app answers; ``server.wait_until_up()`` then

@@ -51,7 +51,6 @@ def reference_input(path: Path) -> np.ndarray:
 def measure(rounds: int, example: Path, warmup: int = 5) -> dict:
     """Interleaved timings (seconds) of the four variants, plus a breakdown of ours."""
     from pneumonia import Predictor, serving
-    from pneumonia.inference import render_overlay
     from pneumonia.preprocessing import read_image, resize_image, to_batch
 
     serving.limit_allocator_growth()  # the app's process settings (app.main), for both contestants
@@ -80,7 +79,7 @@ def measure(rounds: int, example: Path, warmup: int = 5) -> dict:
         "decode (read_image)": lambda: read_image(example),
         "resize to the input size": lambda: resize_image(gray, predictor.metadata.input_size),
         "network + gate (score_batch)": lambda: predictor.score_batch(batch),
-        f"overlay at {gray.shape[1]}x{gray.shape[0]} (render_overlay)": lambda: render_overlay(gray, heatmap, 0.4),
+        f"overlay at {gray.shape[1]}x{gray.shape[0]} (draw_overlay)": lambda: predictor.draw_overlay(gray, heatmap, 0.4),
     }
     breakdown = {name: [time_call(fn) for _ in range(max(20, rounds // 4))] for name, fn in stages.items()}
     return {"samples": samples, "breakdown": breakdown, "film": gray.shape}

@@ -1,9 +1,10 @@
-"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|calibrate|export|robustness``.
+"""Command line: ``python -m pneumonia train|evaluate|predict|fit-gate|fit-heatmap|calibrate|export|robustness``.
 
     python -m pneumonia train    --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --out model/
     python -m pneumonia evaluate --data ../shared/data/chest_xray/test --adult ../shared/data/adult_nih --model model/ --out reports/
     python -m pneumonia predict  film.jpeg folder/ --csv out.csv
     python -m pneumonia fit-gate --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/
+    python -m pneumonia fit-heatmap --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/
     python -m pneumonia calibrate --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --model model/ --run-name r12s
     python -m pneumonia export   --model model/
     python -m pneumonia robustness --data ../shared/data/chest_xray --model model/
@@ -18,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from pneumonia import evaluate, robustness, train
+from pneumonia import evaluate, heatmap, robustness, train
 from pneumonia.distribute import asks_for_distribution, choose_strategy, describe_strategy, is_chief, needs_distribution
 from pneumonia.litert import export_model_dir, has_litert
 from pneumonia.errors import PneumoniaError
@@ -103,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
     gate.add_argument("--siim", default=None, help="the adult_siim folder, for a model trained on SIIM films too")
     gate.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
+    scale = commands.add_parser("fit-heatmap", help="record a trained model's fixed heatmap scale (metadata.heatmap)")
+    scale.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
+    scale.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
+    scale.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     calibrate = commands.add_parser("calibrate", help="refit a trained model's operating points (temperature, threshold)")
     calibrate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     calibrate.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
@@ -134,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = robustness.run
         elif args.command == "fit-gate":
             train.refit_gate(args.data, resolve_model_dir(args.model), args.adult, args.siim)
+            return 0
+        elif args.command == "fit-heatmap":
+            heatmap.refit_heatmap(args.data, resolve_model_dir(args.model), args.adult)
             return 0
         elif args.command == "calibrate":
             train.recalibrate_model(args.data, resolve_model_dir(args.model), args.adult, args.run_name,

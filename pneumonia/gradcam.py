@@ -9,7 +9,9 @@ the map splits the answer over the film (positive cells argue for PNEUMONIA, neg
 NORMAL). It is computed from the forward pass alone, no backward pass, and the same function
 serves the traced explain pass, its TensorFlow Lite export and the training loss that teaches
 the map where the radiologists' boxes are (:mod:`pneumonia.recipe`). Scaling and colouring
-happen after the network, in numpy.
+happen after the network, in numpy: :func:`scale_evidence` puts the map on the model's fixed
+scale (:func:`fit_evidence_scale`, recorded in ``metadata.heatmap``), :func:`overlay_heatmap`
+colours it through a table of :data:`COLORMAPS`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from PIL import Image
 
 
 class NetworkFunctions(NamedTuple):
-    """The network's two traced passes (``tf.function``\ s over ``float32 (N, S, S, 1)`` batches).
+    """The network's two traced passes (each a ``tf.function`` over ``float32 (N, S, S, 1)`` batches).
 
     Attributes:
         forward: ``batch -> (logits (N,), features (N, C))``: the PNEUMONIA logit and the pooled
@@ -101,8 +103,75 @@ def evidence_map(conv, weights):
     return ops.einsum("nhwc,c->nhw", conv, weights)
 
 
+# The heatmap's fixed scale (fit_evidence_scale): this percentile of the positive per-cell
+# evidence over a model's validation films is drawn at full strength.
+EVIDENCE_PERCENTILE = 99.0
+# The colour maps a model's metadata.heatmap["colormap"] may name: (signed value, RGB) stops on
+# [-1, 1], linearly interpolated into a 256-entry table (colormap_table). The only colour tables of
+# the project: the overlay and the page's legend are both drawn from them.
+COLORMAPS = {
+    # Cool for evidence for NORMAL, warm for evidence for PNEUMONIA; the opacity grows with the
+    # strength (overlay_heatmap), so a cell with no evidence either way leaves the film untinted.
+    "blue-red": ((-1.0, (29, 78, 216)), (-0.5, (59, 130, 246)), (0.0, (147, 197, 253)), (0.0, (253, 224, 71)),
+                 (0.5, (249, 115, 22)), (1.0, (220, 20, 20))),
+}
+DEFAULT_COLORMAP = "blue-red"
+
+
+def fit_evidence_scale(evidence: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> dict:
+    """A model's fixed heatmap scale, from the evidence maps of its validation films.
+
+    Rule: the :data:`EVIDENCE_PERCENTILE` th percentile of the positive cells of ``evidence``
+    (all films, all cells with ``e > 0``). A cell at that evidence is drawn at full strength, on
+    every film, whatever its verdict; stronger cells saturate. The same scale is used for the
+    negative (NORMAL) side, so both colours mean the same amount of logit per cell.
+
+    Args:
+        evidence: ``float32 (N, h, w)`` raw evidence (:func:`evidence_map`) of the model's
+            validation films.
+        colormap: a key of :data:`COLORMAPS`, recorded with the scale.
+
+    Returns:
+        ``{"scale": float > 0, "rule": str, "colormap": str, "films": N}``: what
+        ``metadata.heatmap`` holds.
+
+    Raises:
+        ValueError: no film, no positive cell, or an unknown colour map.
+    """
+    evidence = np.asarray(evidence, np.float32)
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colour map {colormap!r}; known: {sorted(COLORMAPS)}")
+    if evidence.ndim != 3 or not len(evidence):
+        raise ValueError(f"evidence must be (N, h, w) with N >= 1, got shape {evidence.shape}")
+    positive = evidence[np.isfinite(evidence) & (evidence > 0)]
+    if not positive.size:
+        raise ValueError("no cell of these films carries positive evidence: no scale can be fitted")
+    scale = float(np.percentile(positive, EVIDENCE_PERCENTILE))
+    rule = (f"percentile {EVIDENCE_PERCENTILE:g} of the positive per-cell evidence (conv . w) over "
+            f"{len(evidence)} validation films; drawn at full strength, same scale for both signs")
+    return {"scale": scale, "rule": rule, "colormap": colormap, "films": int(len(evidence))}
+
+
+def scale_evidence(evidence: np.ndarray, scale: float) -> np.ndarray:
+    """The signed heatmap shown: evidence on the model's fixed scale, ``clip(e / scale, -1, 1)``.
+
+    Args:
+        evidence: ``float (..., h, w)`` raw evidence (:func:`evidence_map`).
+        scale: the model's ``metadata.heatmap["scale"]`` (> 0).
+
+    Returns:
+        ``float32`` of the same shape in ``[-1, 1]``: ``+1`` full-strength evidence for
+        PNEUMONIA, ``-1`` for NORMAL, ``0`` none.
+    """
+    scaled = np.asarray(evidence, np.float32) / np.float32(scale)
+    return np.clip(scaled, -1.0, 1.0, out=scaled)
+
+
 def normalise_class_maps(evidence: np.ndarray) -> np.ndarray:
     """Per-film max-normalised maps of both classes, ``relu(-e) / max`` and ``relu(e) / max``.
+
+    For locating each class's evidence peak (the pointing game of :mod:`pneumonia.evaluate`),
+    not for display: a film's own maximum is not a scale to compare films on.
 
     Args:
         evidence: ``float (N, h, w)`` from :func:`evidence_map`.
@@ -117,8 +186,17 @@ def normalise_class_maps(evidence: np.ndarray) -> np.ndarray:
     return np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
 
 
-def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a heatmap smoothly to ``size = (width, height)``; ``float32`` in ``[0, 1]``."""
+def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int], signed: bool = False) -> np.ndarray:
+    """Resize a heatmap smoothly to ``size = (width, height)``.
+
+    Args:
+        heatmap: ``float (h, w)`` in ``[0, 1]``, or in ``[-1, 1]`` when ``signed``.
+        size: ``(width, height)``.
+        signed: keep negative values (clip to ``[-1, 1]`` instead of ``[0, 1]``).
+
+    Returns:
+        ``float32 (height, width)`` in the input's range.
+    """
     import cv2
 
     heatmap = np.asarray(heatmap, dtype=np.float32)
@@ -131,49 +209,71 @@ def resize_heatmap(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         resized = cv2.resize(heatmap, size, interpolation=cv2.INTER_LINEAR)
     else:
         resized = cv2.resize(heatmap, size, interpolation=cv2.INTER_CUBIC)
-    return np.clip(resized, 0.0, 1.0, out=resized)
+    return np.clip(resized, -1.0 if signed else 0.0, 1.0, out=resized)
 
 
-def colorize_heatmap(heatmap: np.ndarray) -> np.ndarray:
-    """Map a heatmap through the JET colour map (blue = low, red = high).
+@functools.lru_cache(maxsize=None)
+def colormap_table(name: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """A colour map of :data:`COLORMAPS` as a lookup table over signed values.
+
+    Entry ``i`` is the colour of ``s = i / 127.5 - 1`` (so 0 is ``-1``, 255 is ``+1``), linearly
+    interpolated between the map's stops; at ``s = 0`` exactly, the warm side's first stop.
 
     Args:
-        heatmap: ``float`` array ``(H, W)`` in ``[0, 1]``.
+        name: a key of :data:`COLORMAPS`.
 
     Returns:
-        ``uint8`` RGB array ``(H, W, 3)``.
+        ``uint8 (256, 3)`` RGB, read-only.
+
+    Raises:
+        KeyError: an unknown name.
+    """
+    stops = COLORMAPS[name]
+    values = np.arange(256) / 127.5 - 1.0
+    positions = np.array([v for v, _ in stops])
+    colours = np.array([c for _, c in stops], np.float64)
+    table = np.empty((256, 3))
+    for channel in range(3):
+        # np.interp takes the last of equal positions, so a jump at 0 belongs to the warm side.
+        table[:, channel] = np.interp(values, positions, colours[:, channel])
+    table = np.round(table).astype(np.uint8)
+    table.setflags(write=False)
+    return table
+
+
+def colorize_heatmap(heatmap: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Colour a signed heatmap through a lookup table.
+
+    Args:
+        heatmap: ``float (H, W)`` in ``[-1, 1]``.
+        table: ``uint8 (256, 3)`` from :func:`colormap_table`.
+
+    Returns:
+        ``uint8`` RGB ``(H, W, 3)``.
     """
     import cv2
 
-    levels = cv2.convertScaleAbs(np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0), alpha=255.0)
-    # cv2.LUT with the colour map's 256 entries gives applyColorMap's colours (the same table)
-    # about 10x faster on a 1-megapixel map.
-    return cv2.LUT(cv2.cvtColor(levels, cv2.COLOR_GRAY2RGB), _jet_table())
+    signed = np.clip(np.asarray(heatmap, dtype=np.float32), -1.0, 1.0)
+    levels = cv2.convertScaleAbs(signed, alpha=127.5, beta=127.5)  # rounded and saturated
+    # cv2.LUT over the three channels is about 10x faster than fancy indexing on a megapixel.
+    return cv2.LUT(cv2.cvtColor(levels, cv2.COLOR_GRAY2RGB), np.ascontiguousarray(table.reshape(256, 1, 3)))
 
 
-@functools.lru_cache(maxsize=1)
-def _jet_table() -> np.ndarray:
-    """OpenCV's JET colour map as an RGB lookup table, ``uint8 (256, 1, 3)``."""
-    import cv2
-
-    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), cv2.COLORMAP_JET)
-    return np.ascontiguousarray(bgr[..., ::-1])
-
-
-def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> Image.Image:
+def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, colormap: np.ndarray, alpha: float = 0.4) -> Image.Image:
     """Blend a heatmap over a grayscale film at the film's own resolution.
 
-    The colour's opacity grows with the heatmap (``alpha`` at its peak), so the film shows through
-    unchanged where nothing drove the answer and only the supporting regions are tinted:
-    ``film * (1 - alpha * w) + jet(w) * alpha * w``. On large films the colour and opacity are
+    The colour's opacity grows with the strength of the evidence (``alpha`` at full strength,
+    ``|s| = 1``), so the film shows through unchanged where no cell argues either way:
+    ``film * (1 - alpha * |s|) + colormap(s) * alpha * |s|``. On large films the colour and opacity are
     worked out at down to a quarter of the film's side, never coarser than 16 pixels per map cell,
     and upsampled: the map is smooth at that scale, so this stays within a few levels of working
     them out at full size.
 
     Args:
         image: ``float`` array ``(H, W)`` in ``[0, 1]`` (the decoded film).
-        heatmap: ``float`` array ``(h, w)`` in ``[0, 1]``.
-        alpha: heatmap opacity at its peak, in ``[0, 1]``.
+        heatmap: ``float`` array ``(h, w)`` in ``[-1, 1]`` (:func:`scale_evidence`).
+        colormap: ``uint8 (256, 3)`` lookup table over signed values (:func:`colormap_table`).
+        alpha: heatmap opacity at full strength, in ``[0, 1]``.
 
     Returns:
         An RGB ``PIL.Image`` of size ``(W, H)`` carrying no metadata.
@@ -188,9 +288,9 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) 
     height, width = image.shape
     size = (width, height)
     small = resize_heatmap(heatmap, (max(-(-width // 4), min(width, 16 * heatmap.shape[1])),
-                                     max(-(-height // 4), min(height, 16 * heatmap.shape[0]))))
-    opacity = cv2.convertScaleAbs(small, alpha=255.0 * alpha)  # uint8, 255 = colour only
-    tint = cv2.multiply(colorize_heatmap(small), cv2.cvtColor(opacity, cv2.COLOR_GRAY2RGB), scale=1 / 255)
+                                     max(-(-height // 4), min(height, 16 * heatmap.shape[0]))), signed=True)
+    opacity = cv2.convertScaleAbs(small, alpha=255.0 * alpha)  # uint8 of |s| * alpha, 255 = colour only
+    tint = cv2.multiply(colorize_heatmap(small, colormap), cv2.cvtColor(opacity, cv2.COLOR_GRAY2RGB), scale=1 / 255)
     if image.min() < 0.0:  # convertScaleAbs would fold negatives back up
         image = np.clip(image, 0.0, 1.0)
     film = cv2.convertScaleAbs(image, alpha=255.0)  # rounded and saturated to uint8

@@ -5,7 +5,8 @@
     result = predictor.predict("film.jpeg", explain=True)
     result.label           # "NORMAL", "PNEUMONIA", or "UNKNOWN" (then result.reason says why)
     result.probabilities   # {"NORMAL": 0.08, "PNEUMONIA": 0.92}, calibrated
-    result.overlay         # PIL image: Grad-CAM of the label's class over the film
+    result.heatmap         # float32 (h, w) in [-1, 1]: evidence on the model's fixed scale
+    result.overlay         # PIL image: the heatmap over the film (warm: pneumonia, cool: normal)
     result.to_dict()       # the verdict every interface serialises (app API, batch CSV)
 
 Everything the model needs to know (input size, classes, temperature, threshold, Grad-CAM
@@ -30,11 +31,19 @@ from pneumonia.calibration import apply_temperature
 from pneumonia.dicom import DicomHeader, find_header_refusal
 from pneumonia.distribute import run_sharded
 from pneumonia.errors import ModelLoadError, PneumoniaError
-from pneumonia.gradcam import NetworkFunctions, build_network_functions, normalise_class_maps, overlay_heatmap
+from pneumonia.gradcam import (
+    COLORMAPS,
+    NetworkFunctions,
+    build_network_functions,
+    colormap_table,
+    normalise_class_maps,
+    overlay_heatmap,
+    scale_evidence,
+)
 from pneumonia.litert import has_litert, load_serving_network
-from pneumonia.model import ModelMetadata, load_metadata, load_model, resolve_model_dir
+from pneumonia.model import CLASS_NAMES, FEATURE_LAYER, ModelMetadata, load_metadata, load_model, resolve_model_dir
 from pneumonia.notes import UNKNOWN_REASONS, describe_caution
-from pneumonia.ood import FEATURE_LAYER, OodGate, describe_inputs, looks_lateral
+from pneumonia.ood import OodGate, describe_inputs, looks_lateral
 from pneumonia.population import PopulationProbe, choose_population
 from pneumonia.preprocessing import (
     Film,
@@ -70,11 +79,18 @@ class Prediction:
         threshold: the operating threshold on P(PNEUMONIA) the label was decided with.
         logit: the network's raw output (before temperature scaling).
         image: the decoded film, ``float32 (H, W)`` in ``[0, 1]`` (for re-rendering overlays).
-        heatmap: Grad-CAM ``float32 (h, w)`` in ``[0, 1]`` of the label's class when
-            ``explain=True``, else ``None``.
-        class_heatmaps: with ``explain=True``, both classes' maps from the same pass,
-            ``{class name: float32 (h, w)}`` (also for UNKNOWN, for evaluation only), else ``None``.
-        overlay: the heatmap over the film as an RGB ``PIL.Image`` when ``explain=True``, at most
+        heatmap: with ``explain=True``, the one signed map shown whatever the verdict: the
+            evidence on the model's fixed scale (:func:`pneumonia.gradcam.scale_evidence`),
+            ``float32 (h, w)`` in ``[-1, 1]``, positive for PNEUMONIA, negative for NORMAL;
+            ``None`` for UNKNOWN, without ``explain``, or when the model records no heatmap scale
+            (``metadata.heatmap``).
+        evidence: with ``explain=True``, the raw signed evidence ``conv . w`` of each map cell
+            (:func:`pneumonia.gradcam.evidence_map`), ``float32 (h, w)``, unscaled: its mean plus
+            the logit layer's bias is the logit. Also for UNKNOWN (for evaluation only).
+        class_heatmaps: with ``explain=True``, each class's evidence normalised by its own peak on
+            this film, ``{class name: float32 (h, w)}`` in ``[0, 1]``: for locating each class's
+            evidence peak (the pointing game), not for display (also for UNKNOWN), else ``None``.
+        overlay: the heatmap over the film as an RGB ``PIL.Image`` when it is drawn, at most
             ``max_overlay_side`` pixels on its longer side.
         chest_xray_distance: squared Mahalanobis distance from the training films (see
             :mod:`pneumonia.ood`), ``None`` when the model ships no gate.
@@ -99,6 +115,7 @@ class Prediction:
     logit: float
     image: Optional[np.ndarray] = None
     heatmap: Optional[np.ndarray] = None
+    evidence: Optional[np.ndarray] = None
     class_heatmaps: Optional[dict[str, np.ndarray]] = None
     overlay: Optional[Image.Image] = None
     chest_xray_distance: Optional[float] = None
@@ -109,6 +126,7 @@ class Prediction:
     population: Optional[str] = None
     population_source: Optional[str] = None
     caution: Optional[str] = None
+    positive_class: str = CLASS_NAMES[1]  # the class the logit scores (metadata.class_names[1])
 
     def to_dict(self) -> dict:
         """The verdict as plain data, the one serialisation every interface uses (app API, CLI, docs).
@@ -117,6 +135,7 @@ class Prediction:
             The :data:`VERDICT_FIELDS`: ``{"label", "pneumonia_probability",
             "normal_probability", "threshold", "is_chest_xray", "reason", "age_group"}``; the
             probabilities are ``None`` when the label is UNKNOWN (no diagnosis is made then),
+            ``threshold`` is ``None`` for UNKNOWN too (no population's operating point applied),
             ``reason`` says why in words (else ``None``), ``age_group`` is the DICOM age band or
             ``None``; ``population``, ``population_source`` and ``caution`` as on the prediction.
         """
@@ -125,7 +144,8 @@ class Prediction:
             "label": self.label,
             "pneumonia_probability": round(float(self.pneumonia_probability), 6) if known else None,
             "normal_probability": round(1.0 - float(self.pneumonia_probability), 6) if known else None,
-            "threshold": round(float(self.threshold), 6),
+            # No diagnosis, no population: no operating threshold applies to an UNKNOWN verdict.
+            "threshold": round(float(self.threshold), 6) if known else None,
             "is_chest_xray": bool(self.is_chest_xray),
             "reason": self.reason,
             "age_group": self.age_group,
@@ -136,8 +156,8 @@ class Prediction:
 
     @property
     def pneumonia_probability(self) -> float:
-        """Calibrated probability in ``[0, 1]`` of the class the logit scores (PNEUMONIA)."""
-        return list(self.probabilities.values())[1]
+        """Calibrated probability in ``[0, 1]`` of the class the logit scores (PNEUMONIA), by name."""
+        return self.probabilities[self.positive_class]
 
 
 class FileResult(NamedTuple):
@@ -241,11 +261,19 @@ class Predictor:
             strategy: a ``tf.distribute.Strategy`` (see :func:`pneumonia.distribute.choose_strategy`)
                 to create the weights under and to split batches across; ``None`` for one device.
 
+        A model whose metadata records no heatmap scale (``metadata.heatmap``) loads, but draws
+        no heatmap (:attr:`Prediction.heatmap` stays ``None``; the evidence is still returned):
+        ``python -m pneumonia fit-heatmap`` records the scale.
+
         Raises:
             ModelLoadError: the model or metadata is missing, corrupt or inconsistent.
         """
         model_dir = resolve_model_dir(model_dir)
         metadata = load_metadata(model_dir)
+        colormap = metadata.heatmap.get("colormap")
+        if metadata.heatmap and colormap not in COLORMAPS:
+            raise ModelLoadError(f"The model's heatmap colour map {colormap!r} is not one this code knows "
+                                 f"({', '.join(sorted(COLORMAPS))}); rerun python -m pneumonia fit-heatmap.")
         model, network = None, None
         if metadata.serving and has_litert() and (strategy is None or strategy.num_replicas_in_sync == 1):
             # The exported network: no TensorFlow import, a few ms a film (pneumonia.litert).
@@ -311,7 +339,7 @@ class Predictor:
         if cause:
             population, source = None, None  # no diagnosis: no population is named
         label = UNKNOWN if cause else positive if p >= threshold else negative
-        return Prediction(label=label, probabilities={negative: 1.0 - p, positive: p},
+        return Prediction(label=label, probabilities={negative: 1.0 - p, positive: p}, positive_class=positive,
                           threshold=threshold, logit=float(logit), image=gray,
                           chest_xray_distance=distance, colourfulness=colourfulness,
                           is_chest_xray=cause is None, reason=UNKNOWN_REASONS[cause] if cause else None,
@@ -367,9 +395,9 @@ class Predictor:
         Args:
             image: a path, the file's bytes, a PIL image or a numpy array (see
                 :func:`pneumonia.preprocessing.read_image`).
-            explain: also compute Grad-CAM for the class of the label (decided by the calibrated
-                threshold) and the overlay.
-            alpha: overlay opacity at the heatmap's peak.
+            explain: also compute the evidence map, and (unless UNKNOWN, and when the model
+                records a heatmap scale) the signed heatmap on that fixed scale and its overlay.
+            alpha: overlay opacity at full-strength evidence.
             max_overlay_side: shrink the overlay so its longer side is at most this many pixels
                 (default :data:`OVERLAY_MAX_SIDE`; ``None``: the film's own resolution).
 
@@ -389,16 +417,28 @@ class Predictor:
                                     colourfulness=film.colourfulness, header=film.header, gray=film.gray)
         if not explain:
             return result
-        # The one pass gives both classes' maps; evaluation reads the PNEUMONIA map whatever the label.
+        # Evaluation reads the PNEUMONIA evidence peak whatever the label, so these come first.
+        result.evidence = evidence[0]
         maps = normalise_class_maps(evidence)
         result.class_heatmaps = {name: maps[i, 0] for i, name in enumerate(self.class_names)}
-        if result.label == UNKNOWN:
+        if result.label == UNKNOWN or not self.metadata.heatmap:
             return result
-        # The label was decided by the calibrated threshold (not at logit 0 in general); its
-        # class's map is the one to show.
-        result.heatmap = result.class_heatmaps[result.label]
-        result.overlay = render_overlay(film.gray, result.heatmap, alpha, max_overlay_side)
+        # One map on the model's fixed scale, the same whatever the verdict.
+        result.heatmap = scale_evidence(result.evidence, self.metadata.heatmap["scale"])
+        result.overlay = self.draw_overlay(film.gray, result.heatmap, alpha, max_overlay_side)
         return result
+
+    def draw_overlay(self, gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
+                     max_side: Optional[int] = None) -> Image.Image:
+        """The heatmap over a film, in the model's colour map (``metadata.heatmap["colormap"]``).
+
+        Args:
+            gray: ``float32 (H, W)`` in ``[0, 1]``.
+            heatmap: ``float32 (h, w)`` in ``[-1, 1]`` (:attr:`Prediction.heatmap`).
+            alpha: opacity at full strength.
+            max_side: longest side of the result in pixels, or ``None`` for the film's size.
+        """
+        return render_overlay(gray, heatmap, colormap_table(self.metadata.heatmap["colormap"]), alpha, max_side)
 
     def predict_paths(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[FileResult]:
         """Classify many files: decoding runs in threads while the network works on the last batch.
@@ -479,14 +519,15 @@ def scores_of(scores: BatchScores, index: int) -> dict:
             "adult_probability": pick(scores.adult_probabilities)}
 
 
-def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
+def render_overlay(gray: np.ndarray, heatmap: np.ndarray, colormap: np.ndarray, alpha: float = 0.4,
                    max_side: Optional[int] = None) -> Image.Image:
-    """Grad-CAM overlay of ``heatmap`` on film ``gray``, optionally shrunk for display.
+    """Overlay of the signed ``heatmap`` on film ``gray``, optionally shrunk for display.
 
     Args:
         gray: ``float32 (H, W)`` in ``[0, 1]``.
-        heatmap: ``float32 (h, w)`` in ``[0, 1]``.
-        alpha: opacity at the heatmap's peak.
+        heatmap: ``float32 (h, w)`` in ``[-1, 1]``.
+        colormap: ``uint8 (256, 3)`` (:func:`pneumonia.gradcam.colormap_table`).
+        alpha: opacity at full-strength evidence.
         max_side: longest side of the result in pixels, or ``None`` for the film's size.
 
     Returns:
@@ -494,7 +535,7 @@ def render_overlay(gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
     """
     if max_side:
         gray = shrink_to_fit(gray, max_side)
-    return overlay_heatmap(gray, heatmap, alpha)
+    return overlay_heatmap(gray, heatmap, colormap, alpha)
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:

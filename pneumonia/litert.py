@@ -24,9 +24,7 @@ import numpy as np
 
 from pneumonia.errors import ModelLoadError
 from pneumonia.gradcam import NetworkFunctions, build_network_functions
-from pneumonia.model import MODEL_FILENAME, ModelMetadata, load_model, update_metadata
-from pneumonia.ood import FEATURE_LAYER
-from pneumonia.pretrained import sha256_of
+from pneumonia.model import FEATURE_LAYER, MODEL_FILENAME, ModelMetadata, load_model, sha256_of, update_metadata
 
 SERVING_FILENAME = "pneumonia_cnn.tflite"
 RUNTIME = "ai-edge-litert (TensorFlow Lite, XNNPACK)"

@@ -12,20 +12,24 @@ TensorFlow is imported inside the functions that need it, so importing this modu
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from pneumonia.data import CLASS_NAMES
 from pneumonia.errors import ModelLoadError
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 MODEL_DIR_ENV = "PNEUMONIA_MODEL_DIR"
 MODEL_FILENAME = "pneumonia_cnn.keras"
 METADATA_FILENAME = "metadata.json"
+# The classes, in the order of the network's output: index 1 is the class the logit scores.
+CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 LAST_CONV_LAYER = "last_conv"
+# The pooled layer whose activations the "not a chest X-ray" gate and the population probe read.
+FEATURE_LAYER = "pool"
 # What the network is given (the convention of pneumonia.preprocessing) and what it does to it first.
 INPUT_CONVENTION = (
     "float32 (N, S, S, 1) in [0, 1]: grayscale, sample value / max of its type (8-bit /255, "
@@ -62,6 +66,10 @@ class ModelMetadata:
             is told from the image (see :mod:`pneumonia.population`); empty for a model with one
             operating point.
         created: ISO date the weights were written.
+        heatmap: the heatmap's fixed scale (:func:`pneumonia.gradcam.fit_evidence_scale`):
+            ``{"scale": float > 0, "rule": str, "colormap": str, "films": int}``; empty when none
+            was recorded (then no heatmap is drawn, and ``python -m pneumonia fit-heatmap``
+            records one).
         serving: the exported network the app runs (:mod:`pneumonia.litert`): ``file``,
             ``runtime``, ``exported_with``, ``keras_sha256`` (of the weights it was exported from)
             and ``sha256``; empty when there is none (the Keras network is run instead).
@@ -81,6 +89,7 @@ class ModelMetadata:
     populations: dict[str, Any] = dataclasses.field(default_factory=dict)
     created: str = ""
     serving: dict[str, Any] = dataclasses.field(default_factory=dict)
+    heatmap: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def fitted_populations(self) -> dict[str, dict]:
@@ -112,7 +121,7 @@ class ModelMetadata:
         if "version" not in data or "input_size" not in data:
             raise ModelLoadError("metadata.json must give at least 'version' and 'input_size'")
         data = dict(data)
-        data["class_names"] = tuple(data.get("class_names", ("NORMAL", "PNEUMONIA")))
+        data["class_names"] = tuple(data.get("class_names", CLASS_NAMES))
         meta = cls(**data)
         meta.validate()
         return meta
@@ -131,6 +140,12 @@ class ModelMetadata:
                 raise ModelLoadError(f"metadata threshold{where} {threshold!r} is not in (0, 1)")
             if not isinstance(temperature, (int, float)) or not (math.isfinite(temperature) and temperature > 0):
                 raise ModelLoadError(f"metadata temperature{where} {temperature!r} must be > 0")
+        if self.heatmap:
+            scale, colormap = self.heatmap.get("scale"), self.heatmap.get("colormap")
+            if not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+                raise ModelLoadError(f"metadata heatmap scale {scale!r} must be > 0")
+            if not isinstance(colormap, str) or not colormap:
+                raise ModelLoadError(f"metadata heatmap colormap {colormap!r} must name a colour map")
 
 
 def build_model(input_size: int, head_width: int = HEAD_WIDTH, dropout: float = 0.2, seed: int = 0,
@@ -143,7 +158,7 @@ def build_model(input_size: int, head_width: int = HEAD_WIDTH, dropout: float = 
     channel directly (its first convolution's ImageNet kernel is summed over RGB when the
     weights are copied, :func:`pneumonia.pretrained.copy_weights_by_name`). The head is a 1x1
     convolution with batch norm and ReLU (:data:`LAST_CONV_LAYER`), global average pooling
-    (``pool``), dropout and one linear logit: with a linear head after average pooling, Grad-CAM
+    (:data:`FEATURE_LAYER`), dropout and one linear logit: with a linear head after average pooling, Grad-CAM
     on ``last_conv`` is exactly the class activation map, a faithful split of the logit over the
     map's cells.
 
@@ -170,7 +185,7 @@ def build_model(input_size: int, head_width: int = HEAD_WIDTH, dropout: float = 
     x = layers.Conv2D(head_width, 1, use_bias=False, name="head_conv")(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.ReLU(name=LAST_CONV_LAYER)(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.GlobalAveragePooling2D(name=FEATURE_LAYER)(x)
     x = layers.Dropout(dropout, name="dropout")(x)
     outputs = layers.Dense(1, name="logit")(x)
     return keras.Model(inputs, outputs, name="pneumonia_mobilenetv2")
@@ -180,6 +195,15 @@ def backbone_layer_names(model, backbone_end: str = BACKBONE_END) -> list[str]:
     """Names of the MobileNetV2 layers of ``model``, in order, from ``Conv1`` to ``backbone_end``."""
     names = [layer.name for layer in model.layers]
     return names[names.index("Conv1"): names.index(backbone_end) + 1]
+
+
+def sha256_of(path: str | Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resolve_model_dir(model_dir: str | Path | None = None) -> Path:

@@ -93,9 +93,10 @@ def _drawn_images(rng: np.random.Generator) -> Iterator[tuple[str, np.ndarray]]:
     for kind in ("line", "bar", "scatter"):
         fig, ax = plt.subplots(figsize=(5, 4), dpi=100)
         x = np.arange(20)
-        {"line": lambda: ax.plot(x, np.cumsum(rng.normal(size=20))),
-         "bar": lambda: ax.bar(x, rng.random(20)),
-         "scatter": lambda: ax.scatter(rng.random(50), rng.random(50))}[kind]()
+        # The lambdas run at once, inside this iteration: the loop variables are the ones meant.
+        {"line": lambda: ax.plot(x, np.cumsum(rng.normal(size=20))),  # noqa: B023
+         "bar": lambda: ax.bar(x, rng.random(20)),  # noqa: B023
+         "scatter": lambda: ax.scatter(rng.random(50), rng.random(50))}[kind]()  # noqa: B023
         ax.set_title(f"A {kind} chart")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png")

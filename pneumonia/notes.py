@@ -77,15 +77,17 @@ UNKNOWN_REASONS = {
     ),
 }
 
+# What the heatmap's colours mean (the page's legend; the colours are pneumonia.gradcam.COLORMAPS).
 HEATMAP_LEGEND = (
-    "Grad-CAM: red marks the regions that pushed the model most towards its answer, blue and "
-    "untinted ones the least. It shows where the model looked, not the outline of a lesion."
+    "Red: evidence for pneumonia; blue: evidence for a normal film; untinted: little either way. "
+    "Same scale for every film, whatever the verdict. It shows where the evidence lies, not the "
+    "outline of a lesion."
 )
-
-HEATMAP_SCALE = (
-    "untinted or blue: little influence; yellow to red: most influence on the answer. "
-    "Where the model looked, not the outline of a lesion."
-)
+# Beside the legend: which answer the operating threshold gave for the film on show.
+HEATMAP_VERDICT = "The threshold gave {label}."
+# In place of the map when the model records no heatmap scale (metadata.heatmap).
+HEATMAP_MISSING = ("No heatmap: this model records no heatmap scale. Record one with "
+                   "python -m pneumonia fit-heatmap.")
 
 MODEL_CARD_INTENDED_USE = (
     "**Intended use.** A teaching and research demonstration of how a convolutional network can "
@@ -129,15 +131,57 @@ POPULATION_FILMS = {"child": "children's films", "adult": "adults' films"}
 CAUTION_FIGURES = (("roc_auc", "ROC AUC"), ("sensitivity", "sensitivity"), ("specificity", "specificity"))
 
 
+def describe_verdict(verdict: dict) -> str:
+    """The verdict in plain words: one or two sentences for the banner, the API, a CSV or a report.
+
+    Args:
+        verdict: :meth:`pneumonia.inference.Prediction.to_dict` (``label``,
+            ``pneumonia_probability``, ``threshold``, ``reason``, ``age_group``, ``population``,
+            ``population_source``; missing keys are read as ``None``). The ``caution`` is not
+            repeated: it has its own field and its own box.
+
+    Returns:
+        Plain text, e.g. ``"Calibrated probability of pneumonia 97.0%, at or above the operating
+        threshold for children's films of 38.2% (population estimated from the image): the answer
+        is PNEUMONIA."``; for UNKNOWN, why no assessment is given.
+    """
+    label = str(verdict.get("label"))
+    p = verdict.get("pneumonia_probability")
+    age = verdict.get("age_group")
+    age_text = f" Age group {age} (from the DICOM header)." if age else ""
+    if p is None:
+        return f"{verdict.get('reason') or UNKNOWN_TEXT} No pneumonia assessment is given ({label}).{age_text}"
+    p, t = float(p), float(verdict["threshold"])
+    population = verdict.get("population")
+    whose = f" for {POPULATION_FILMS.get(population, str(population))}" if population else ""
+    known_by = f" (population {verdict.get('population_source')})" if population else ""
+    side = "at or above" if p >= t else "below"
+    return (f"Calibrated probability of pneumonia {p:.1%}, {side} the operating threshold{whose} of {t:.1%}"
+            f"{known_by}: the answer is {label}.{age_text}")
+
+
+# An UNKNOWN verdict without a recorded reason.
+UNKNOWN_TEXT = "This does not look like a frontal chest X-ray."
+
+
+def count_in_ten(rate: float) -> str:
+    """A rate as "about N in 10", for a sentence a person reads at a glance (``"fewer than 1"`` below 0.05)."""
+    tenths = round(float(rate) * 10)
+    return "fewer than 1" if tenths == 0 and rate > 0 else "none" if rate <= 0 else f"about {tenths}"
+
+
 def describe_caution(population: str | None, metrics: dict, view: str | None = None) -> str | None:
     """A visible caution for a film of a population the model was measured weaker on, else ``None``.
 
     Children's films are most of the training data and their test split is the reference. An adult
     film gets a caution when the model's recorded adult test figures (``metrics["adult_test"]``)
-    are below its children's (``metrics["test"]``) on any of :data:`CAUTION_FIGURES`, quoting
-    both; or when no adult figures were ever recorded. A view of adult films on which the
-    evaluation measured a figure below the lower 95% bound of the adults' own adds a sentence
-    (:func:`describe_view_caution`).
+    are below its children's (``metrics["test"]``) on any of :data:`CAUTION_FIGURES`, or when no
+    adult figures were ever recorded. The caution leads in plain words: from the figures on a
+    hospital the model was not trained on when they are recorded (``metrics["unseen_hospital"]``:
+    ``sensitivity``, ``specificity``, ``roc_auc``, ``n``, ``description``), else from the adult
+    test figures; then the figures themselves. A view of adult films on which the evaluation
+    measured a figure below the lower 95% bound of the adults' own adds a sentence
+    (:func:`describe_view_caution`). Every number comes from ``metrics``.
 
     Args:
         population: ``"child"``, ``"adult"`` or ``None`` (see :mod:`pneumonia.population`).
@@ -145,35 +189,42 @@ def describe_caution(population: str | None, metrics: dict, view: str | None = N
         view: the film's view from its DICOM header (``"PA"``, ``"AP"``), or ``None`` when unknown.
 
     Returns:
-        One to two sentences, or ``None``.
+        Two to three sentences of plain text, or ``None``.
     """
     if population != "adult":
         return None
     adult, child = metrics.get("adult_test"), metrics.get("test") or {}
-    if not adult:
+    unseen = metrics.get("unseen_hospital") or {}
+    if not adult and not unseen:
         return ("Adult film: this model was never tested on adults' films, so its answer here has no "
                 "measured accuracy. Read it with extra caution.")
-    weaker = [key for key, _ in CAUTION_FIGURES if key in child and adult.get(key, 1.0) < child[key]]
-    by_view = describe_view_caution(adult, view)
-    if not weaker:
+    weaker = [key for key, _ in CAUTION_FIGURES if key in child and (adult or {}).get(key, 1.0) < child[key]]
+    by_view = describe_view_caution(adult or {}, view)
+    if not weaker and not unseen:
         return by_view
+    source = unseen or adult
+    found, cleared = source.get("sensitivity"), source.get("specificity")
+    if unseen:
+        parts = ([f"found {count_in_ten(found)} in 10 pneumonias"] if found is not None else []) + \
+            ([f"cleared {count_in_ten(cleared)} in 10 normal films"] if cleared is not None else [])
+        lead = f"On adult films from a hospital it was not trained on, it {' and '.join(parts) or 'was measured'}."
+    else:
+        parts = ([f"misses {count_in_ten(1.0 - found)} in 10 pneumonias"] if found is not None else []) + \
+            ([f"flags {count_in_ten(1.0 - cleared)} in 10 normal films"] if cleared is not None else [])
+        lead = f"On adults' films it {' and '.join(parts) or 'is weaker than on children'}."
+    figures = ", ".join(f"{name} {source[key]:.2f}" for key, name in _LEAD_FIGURES if key in source)
+    films = f"; {source['n']} films" if source.get("n") else ""
+    return f"{lead[:-1]} ({figures}{films})." + (f" {by_view}" if by_view else "")
 
-    def figures(found: dict) -> str:
-        return ", ".join(f"{name} {found[key]:.2f}" for key, name in CAUTION_FIGURES if key in found)
 
-    names = dict(CAUTION_FIGURES)
-    return (f"Adult film: this model is weaker on adults ({', '.join(names[key] for key in weaker)}). "
-            f"On {adult.get('n', 'its')} adult test films it "
-            f"reached {figures(adult)}, against {figures(child)} on children's films. "
-            + (f"{by_view} " if by_view else "") + "Read its answer with extra caution.")
+# The figures quoted after a caution's lead sentence, in that order.
+_LEAD_FIGURES = (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("roc_auc", "ROC AUC"))
 
 
 # What a view's test films are called in a caution, and what each figure counts.
-_VIEW_NAMES = {"AP": "AP films (often portable or supine)", "PA": "PA films"}
-_VIEW_FIGURES = (("sensitivity", "On the adult test set's {view} with pneumonia it found only {right} of {n} "
-                                  "(sensitivity {rate:.2f})."),
-                 ("specificity", "On the adult test set's normal {view} it cleared only {right} of {n} "
-                                 "(specificity {rate:.2f})."))
+_VIEW_NAMES = {"AP": "AP (often portable) films", "PA": "PA films"}
+_VIEW_FIGURES = (("sensitivity", "On {view} it found only {right} of {n} pneumonias."),
+                 ("specificity", "On normal {view} it cleared only {right} of {n}."))
 
 
 def describe_view_caution(adult: dict, view: str | None) -> str | None:
@@ -254,6 +305,11 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
                      f"{game['hit_rate']:.0%} of them" + (f", against {best['hit_rate']:.0%} for the best single fixed "
                                                           "point" if isinstance(best.get("hit_rate"), float) else "")
                      + ".")
+    heatmap = getattr(metadata, "heatmap", None) or {}
+    if isinstance(heatmap.get("scale"), (int, float)):
+        lines.append(f"**Heatmap.** Each cell's evidence (its share of the logit) on one scale for every film: red "
+                     f"for pneumonia, blue for a normal film, full colour at {heatmap['scale']:.3g} ("
+                     f"{heatmap.get('rule') or 'rule not recorded'}).")
     if not tables:
         lines.append("*No evaluation figures are recorded for this model.*")
     elif not isinstance(metrics.get("test"), dict):

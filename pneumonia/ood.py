@@ -24,11 +24,9 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from pneumonia.data import iterate_batches
-from pneumonia.model import update_metadata
+from pneumonia.model import FEATURE_LAYER, update_metadata
 
 OOD_FILENAME = "ood.npz"
-FEATURE_LAYER = "pool"
 HISTOGRAM_BINS = 16
 # Mean chroma (max - min of R, G, B over the full range) above which an upload is not a film.
 # Training films have 0; photos, histology and charts 0.1-0.45 (see pneumonia/negatives.py).
@@ -246,7 +244,8 @@ def describe_images(forward, images_uint8: np.ndarray, batch_size: int = 64) -> 
         population probe and the gate are each fitted on, computed once.
     """
     logits, features, descriptions = [], [], []
-    for batch in iterate_batches(images_uint8, batch_size):
+    for start in range(0, len(images_uint8), batch_size):  # the intensity convention, as in training
+        batch = images_uint8[start:start + batch_size, ..., None].astype(np.float32) / 255.0
         batch_logits, pooled = (np.asarray(out) for out in forward(batch))
         logits.append(batch_logits.astype(np.float64))
         features.append(pooled)

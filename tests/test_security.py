@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import app
-from pneumonia.serving import AppProcess
+from benchmarks.app_process import AppProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 # Patient details planted in a DICOM upload; none may surface in logs, replies or returned files.
@@ -67,6 +67,21 @@ def served(tiny_model_dir, tmp_path_factory):
     # As `python app.py` runs on a workstation: no GRADIO_SERVER_NAME.
     with AppProcess(tiny_model_dir, log_path, env={"GRADIO_SERVER_NAME": None}) as served_app:
         yield served_app.url, served_app.process, log_path
+
+
+def test_start_up_prints_one_line_with_the_projects_share_hint(served):
+    """Gradio's own hint ("set share=True in launch()") is not how this app is run."""
+    import time
+
+    url, _, log_path = served
+    deadline = time.monotonic() + 60
+    while "Serving on" not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    log = log_path.read_text()
+    lines = [line for line in log.splitlines() if "Serving on" in line]
+    assert len(lines) == 1, log
+    assert lines[0].startswith(f"Serving on {url}") and lines[0].endswith("run: python app.py --share")
+    assert "share=True" not in log and "Running on local URL" not in log
 
 
 # ---- serving only what it should -------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from pneumonia.errors import InvalidImageError
-from pneumonia.serving import (LatestRequests, StartError, cache_ttl_s, check_port_free, describe_failure, free_port,
+from pneumonia.serving import (LatestRequests, describe_address, StartError, cache_ttl_s, check_port_free, describe_failure, free_port,
                                read_address, save_image)
 
 
@@ -81,3 +81,13 @@ def test_failures_are_described_in_a_sentence_and_logged_without_their_message(c
             message = describe_failure(exc)
     assert message == "The analysis failed unexpectedly. Try another file."
     assert "RuntimeError at test_serving.py:" in caplog.text and "Doe^Jane" not in caplog.text
+
+
+@pytest.mark.parametrize("host, port, shared, expected", [
+    ("127.0.0.1", 7860, False,
+     "Serving on http://127.0.0.1:7860 (this machine only); for a public gradio.live link, run: python app.py --share"),
+    ("0.0.0.0", 8080, False, "Serving on http://127.0.0.1:8080; for a public gradio.live link, run: python app.py --share"),
+    ("127.0.0.1", 7861, True, "Serving on http://127.0.0.1:7861 (the public link is printed above)."),
+])
+def test_the_start_up_line_gives_the_projects_way_to_share(host, port, shared, expected):
+    assert describe_address(host, port, shared) == expected

@@ -27,6 +27,7 @@ def test_non_chest_images_come_back_unknown(predictor, name):
     assert result.reason == UNKNOWN_REASONS[cause]
     verdict = result.to_dict()
     assert verdict["pneumonia_probability"] is None and verdict["normal_probability"] is None
+    assert verdict["threshold"] is None and verdict["population"] is None  # no operating point applied
     assert verdict["reason"] == result.reason and verdict["is_chest_xray"] is False
 
 
