@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale = commands.add_parser("fit-heatmap", help="record a trained model's fixed heatmap scale (metadata.heatmap)")
     scale.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
     scale.add_argument("--adult", default=None, help="the adult_nih folder, for a model trained on adults too")
+    scale.add_argument("--siim", default=None, help="the adult_siim folder, for a model trained on SIIM films too")
     scale.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or model/)")
     calibrate = commands.add_parser("calibrate", help="refit a trained model's operating points (temperature, threshold)")
     calibrate.add_argument("--data", required=True, help="dataset root holding train/ (the model's training data)")
@@ -141,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train.refit_gate(args.data, resolve_model_dir(args.model), args.adult, args.siim)
             return 0
         elif args.command == "fit-heatmap":
-            heatmap.refit_heatmap(args.data, resolve_model_dir(args.model), args.adult)
+            heatmap.refit_heatmap(args.data, resolve_model_dir(args.model), args.adult, siim_dir=args.siim)
             return 0
         elif args.command == "calibrate":
             train.recalibrate_model(args.data, resolve_model_dir(args.model), args.adult, args.run_name,

@@ -42,19 +42,20 @@ def collect_evidence(predictor: Predictor, paths: list[Path], batch_size: int = 
 
 
 def refit_heatmap(data_dir: str | Path, model_dir: str | Path, adult_dir: str | Path | None = None,
-                  log=print) -> dict:
+                  log=print, siim_dir: str | Path | None = None) -> dict:
     """Fit and record ``metadata.heatmap`` of a trained model from its validation films.
 
     Args:
         data_dir: the Kermany ``chest_xray`` folder the model was trained on.
         model_dir: the model folder; its ``metadata.json`` gets the ``heatmap`` entry.
-        adult_dir: the ``adult_nih`` folder, for a model trained on adults too.
+        adult_dir: the ``adult_nih`` folder, for a model trained on NIH adults too.
+        siim_dir: the ``adult_siim`` folder, for a model trained on SIIM adults too.
         log: where the summary line goes.
 
     Returns:
         The recorded ``heatmap`` dict.
     """
-    _, _, _, val_records = rebuild_split(data_dir, model_dir, adult_dir)
+    _, _, _, val_records = rebuild_split(data_dir, model_dir, adult_dir, siim_dir)
     evidence = collect_evidence(Predictor.load(model_dir), [record.path for record in val_records])
     heatmap = fit_evidence_scale(evidence)
     update_metadata(model_dir, heatmap=heatmap)

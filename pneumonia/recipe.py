@@ -257,7 +257,7 @@ def make_datasets(train_x, train_masks, train_records, val_x, val_masks, val_y, 
             x = augment_batch(x, seed_generator)
         return x, {"logit": y, "evidence": pool_mask(mask, cells)}
 
-    shares = {"kermany": config.kermany_share, "nih": config.nih_share, "siim": config.siim_share}
+    shares = {source: getattr(config, f"{source}_share") for source in SOURCES}
     targets = training_targets(train_records, config.unverified_target)[:, None]
     sources = np.array([r.source for r in train_records])
     labels = np.array([r.label for r in train_records])

