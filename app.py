@@ -25,11 +25,6 @@ ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "examples"
 
 
-def list_examples(folder: Path = EXAMPLES_DIR) -> list[tuple[str, str]]:
-    """Bundled films as ``(path, ground-truth label)``, the label being the class folder's name."""
-    return [(str(p), p.parent.name) for p in sorted(folder.glob("*/*")) if p.is_file()]
-
-
 def launch_options() -> dict:
     """Keyword arguments every ``demo.launch()`` of this app should get: upload limit and theme."""
     import gradio as gr
@@ -112,7 +107,7 @@ def build_demo(predictor):
         return (ui.format_confidences(verdict, result.probabilities),
                 serving.save_image(result.overlay, overlay.GRADIO_CACHE, "overlay.jpeg"), verdict)
 
-    examples = list_examples()
+    examples = ui.group_examples(EXAMPLES_DIR)
     # The bundled films are served from examples/ itself rather than copied into the temporary
     # folder: copies made for gr.File examples are not exempt from delete_cache, so they would
     # vanish after the first TTL and break the examples; and the temporary folder then holds
@@ -134,12 +129,11 @@ def build_demo(predictor):
                                      height="min(300px, 75vw)", format="png", buttons=["fullscreen"], elem_id="film",
                                      alt_text="Preview of the uploaded chest film, in grayscale as the model reads it")
                 analyze_button = gr.Button("Analyze", variant="primary", size="lg")
-                for truth in sorted({label for _, label in examples}):
-                    paths = [path for path, label in examples if label == truth]
-                    gr.Examples(examples=[[path] for path in paths], inputs=[upload],
-                                example_labels=[f"{truth} {i}" for i in range(1, len(paths) + 1)],
-                                label=f"Example films graded {truth} by radiologists (never used in training)",
-                                examples_per_page=len(paths))
+                for group in examples:
+                    gr.Examples(examples=[[path] for path in group.paths], inputs=[upload],
+                                example_labels=group.labels, label=group.title, examples_per_page=len(group.paths))
+                    if group.caption:
+                        gr.Markdown(group.caption, elem_id="adult-examples")
             with gr.Column(scale=1, min_width=300):
                 # For API users: gr.Label's own "label" is the most probable class, which is not
                 # the verdict when P(pneumonia) lies between 0.5 and the operating threshold.

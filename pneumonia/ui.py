@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import html
-from typing import Mapping, Optional
+from pathlib import Path
+from typing import Mapping, NamedTuple, Optional
 
 from pneumonia.gradcam import colormap_table
 from pneumonia.notes import DISCLAIMER, HEATMAP_LEGEND, HEATMAP_MISSING, HEATMAP_VERDICT, describe_verdict
@@ -184,3 +185,57 @@ def bold(markdown: str) -> str:
 def identify_film(film: Optional[bytes]) -> Optional[str]:
     """A short fingerprint of an upload's bytes: which film a kept result belongs to."""
     return None if film is None else hashlib.blake2b(film, digest_size=16).hexdigest()
+
+
+# The bundled adult examples are described in examples/MANIFEST.tsv (docs/pick_adult_examples.py):
+# their grade and source hospital are shown beside them, whatever the model answers.
+EXAMPLE_MANIFEST = "MANIFEST.tsv"
+
+
+class ExampleGroup(NamedTuple):
+    """One row of example buttons: its title, films, button labels and a caption (may be empty)."""
+
+    title: str
+    paths: list[str]
+    labels: list[str]
+    caption: str
+
+
+def group_examples(folder: Path) -> list[ExampleGroup]:
+    """The bundled films, grouped for the page: children's films by class, then the adult films.
+
+    Args:
+        folder: the ``examples`` folder (``<class>/<file>``; adult films listed in its manifest).
+
+    Returns:
+        Children's NORMAL and PNEUMONIA groups (buttons ``NORMAL 1``...), then one adult group
+        (buttons ``Adult NORMAL 1``...) whose caption gives each film's grade and source.
+    """
+    import csv
+
+    adults = {}
+    manifest = folder / EXAMPLE_MANIFEST
+    if manifest.is_file():
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            adults = {row["file"]: row for row in csv.DictReader(handle, delimiter="\t")}
+    films = [p for p in sorted(folder.glob("*/*")) if p.is_file()]
+    children = [p for p in films if f"{p.parent.name}/{p.name}" not in adults]
+    groups = []
+    for truth in sorted({p.parent.name for p in children}):
+        paths = [str(p) for p in children if p.parent.name == truth]
+        groups.append(ExampleGroup(f"Children's films graded {truth} (patients never used in training)", paths,
+                                   [f"{truth} {i}" for i in range(1, len(paths) + 1)], ""))
+    if adults:
+        rows = sorted(adults.values(), key=lambda row: (row["truth"], row["file"]))
+        counts: dict[str, int] = {}
+        labels, lines = [], []
+        for row in rows:
+            counts[row["truth"]] = counts.get(row["truth"], 0) + 1
+            labels.append(f"Adult {row['truth']} {counts[row['truth']]}")
+            lines.append(f"- **{labels[-1]}**: {row['source']}; {row['grade']}.")
+        groups.append(ExampleGroup("Adults' films from the adult test sets (never trained on)",
+                                   [str(folder / row["file"]) for row in rows], labels,
+                                   "Drawn at random from the adult test sets, whatever the model answers on them:\n"
+                                   + "\n".join(lines)))
+    return groups
+

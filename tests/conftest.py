@@ -28,8 +28,14 @@ def film_paths() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def example_paths() -> list[Path]:
-    """The bundled full-resolution example films shown in the app."""
-    return sorted((ROOT / "examples").glob("*/*.jpeg"))
+    """The bundled full-resolution children's example films shown in the app (graded, all right)."""
+    return sorted(p for p in (ROOT / "examples").glob("*/*.jpeg") if not p.name.startswith("adult-"))
+
+
+@pytest.fixture(scope="session")
+def adult_example_paths() -> list[Path]:
+    """The bundled adult example films, drawn from the adult test sets (examples/MANIFEST.tsv)."""
+    return sorted((ROOT / "examples").glob("*/adult-*"))
 
 
 @pytest.fixture(scope="session")
