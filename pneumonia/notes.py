@@ -316,3 +316,28 @@ def _duration(seconds: int) -> str:
     if seconds % 60 == 0:
         return f"{seconds // 60} minutes"
     return f"{seconds} seconds"
+
+
+def describe_verdict(verdict: dict) -> str:
+    """The verdict in plain sentences (for a report or a screen reader), no markup.
+
+    Args:
+        verdict: :meth:`pneumonia.inference.Prediction.to_dict`.
+
+    Returns:
+        For a diagnosis: the label, the calibrated probability of pneumonia against the operating
+        threshold of the film's population, and how the population was known; for UNKNOWN: that
+        no assessment is given, and why.
+    """
+    label = str(verdict.get("label"))
+    p = verdict.get("pneumonia_probability")
+    if p is None:
+        reason = verdict.get("reason") or "The upload does not look like a frontal chest X-ray."
+        return f"{label}: no pneumonia assessment is given. {reason}"
+    p, t = float(p), float(verdict["threshold"])
+    side = "at or above" if p >= t else "below"
+    population = verdict.get("population")
+    whose = f" for {POPULATION_FILMS.get(population, str(population))}" if population else ""
+    known_by = f" (population {verdict.get('population_source')})" if population and verdict.get("population_source") else ""
+    return (f"{label}: calibrated probability of pneumonia {p:.1%}, {side} the operating threshold{whose} "
+            f"of {t:.1%}{known_by}.")

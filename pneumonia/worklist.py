@@ -26,7 +26,7 @@ import dataclasses
 import io
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TextIO
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, TextIO
 
 from pneumonia.errors import InvalidImageError, PneumoniaError
 from pneumonia.inference import UNKNOWN, VERDICT_FIELDS, FileResult, FilmItem, Predictor
@@ -84,11 +84,13 @@ class Entry:
         item: the film (:class:`pneumonia.inference.FilmItem`).
         refusal: a sentence when the file (or archive) was refused by a limit, else ``""``.
         size: bytes it will cost to read (uploads as sent, members as unpacked).
+        origin: where to read the film again: ``(file on disk, archive member or "")``.
     """
 
     item: FilmItem
     refusal: str = ""
     size: int = 0
+    origin: tuple[str, str] = ("", "")
 
 
 def describe_limits(limits: Limits = APP_LIMITS) -> str:
@@ -177,7 +179,7 @@ def expand_archive(path: Path, shown: str, limits: Limits) -> list[Entry]:
                                          f"{limits.max_member_bytes // MB} MB a film may hold."))
         else:
             entries.append(Entry(FilmItem(label, member_reader(archive, member, limits.max_member_bytes)),
-                                 size=member.file_size))
+                                 size=member.file_size, origin=(str(path), name)))
     return entries
 
 
@@ -237,7 +239,7 @@ def expand_inputs(files: Sequence[tuple[str, Path]], limits: Limits = APP_LIMITS
                 size = path.stat().st_size
             except OSError:
                 size = 0
-            entries.append(Entry(FilmItem(shown, path), size=size))
+            entries.append(Entry(FilmItem(shown, path), size=size, origin=(str(path), "")))
     if limits.max_files is not None and len(entries) > limits.max_files:
         raise WorklistError(f"This request holds {len(entries)} films, more than the {limits.max_files} one request "
                             "may hold; send them in smaller groups.")
@@ -259,8 +261,26 @@ def number_entries(entries: Sequence[Entry]) -> list[Entry]:
         suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
         name = f"film-{number:0{width}d}{suffix}"
         refusal = entry.refusal.replace(entry.item.name, name) if entry.refusal else ""
-        renamed.append(dataclasses.replace(entry, item=entry.item._replace(name=name), refusal=refusal))
+        source = entry.item.source
+        if not callable(source) and not isinstance(source, (bytes, bytearray)):
+            source = file_reader(Path(source))  # read_film would name the file by its path
+        renamed.append(dataclasses.replace(entry, item=FilmItem(name, source), refusal=refusal))
     return renamed
+
+
+def file_reader(path: Path) -> Callable[[], bytes]:
+    """A callable reading a file's bytes whose sentences name no file (for :func:`number_entries`).
+
+    Raises (when called):
+        InvalidImageError: the file cannot be read.
+    """
+    def read() -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError:
+            raise InvalidImageError("This file could not be read (missing, a folder, or not readable).") from None
+
+    return read
 
 
 def run_entries(predictor: Predictor, entries: Sequence[Entry], batch_size: int = 64,
@@ -281,6 +301,58 @@ def run_entries(predictor: Predictor, entries: Sequence[Entry], batch_size: int 
         if progress is not None:
             progress(done, len(entries))
         yield result
+
+
+class Worklist(NamedTuple):
+    """A classified request, most suspicious first.
+
+    Attributes:
+        results: one :class:`pneumonia.inference.FileResult` per film, sorted (:func:`rank_key`).
+        origins: per result, where to read its film again (:func:`read_origin`).
+    """
+
+    results: list[FileResult]
+    origins: list[tuple[str, str]]
+
+
+def run_worklist(predictor: Predictor, files: Sequence[tuple[str, Path]], numbered: bool = False,
+                 limits: Limits = APP_LIMITS, batch_size: int = 32,
+                 progress: Optional[Callable[[int, int], None]] = None) -> Worklist:
+    """Expand, classify and sort one request: what the app's Worklist tab and ``/predict_batch`` run.
+
+    Args:
+        predictor: the loaded model.
+        files: ``(name to show, path on disk)`` per uploaded file.
+        numbered: replace file names with numbers (:func:`number_entries`).
+        limits: the caps (:data:`APP_LIMITS`).
+        batch_size: films per network pass.
+        progress: called with ``(done, total)`` as films are read.
+
+    Raises:
+        WorklistError: the request holds more films or bytes than ``limits`` allow.
+    """
+    entries = expand_inputs(files, limits)
+    if numbered:
+        entries = number_entries(entries)
+    results = list(run_entries(predictor, entries, batch_size, progress))
+    order = sorted(range(len(results)), key=lambda i: rank_key(results[i]))
+    return Worklist([results[i] for i in order], [entries[i].origin for i in order])
+
+
+def read_origin(origin: tuple[str, str], limits: Limits = APP_LIMITS) -> Path | bytes:
+    """A worklist film again, to open it on its own: its path, or an archive member's bytes.
+
+    Raises:
+        InvalidImageError: the archive or member can no longer be read, in a sentence.
+    """
+    path, member = origin
+    if not member:
+        return Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return member_reader(archive, archive.getinfo(member), limits.max_member_bytes)()
+    except (zipfile.BadZipFile, OSError, KeyError):
+        raise InvalidImageError("This film's archive is no longer available; upload it again.") from None
 
 
 def rank_key(result: FileResult) -> tuple:
@@ -342,3 +414,21 @@ def summarise_results(results: Sequence[FileResult]) -> str:
     order = sorted(counts, key=lambda k: (k == "unreadable", k == UNKNOWN, k))
     parts = ", ".join(f"{counts[key]} {key}" for key in order)
     return f"{len(results)} film{'s' if len(results) != 1 else ''}: {parts}." if results else "No films."
+
+
+# The Worklist tab's text (the page shows it above the upload).
+INTRO = ("### Worklist: many films at once\n"
+         "Drop images, DICOM files or `.zip` archives of them. Every film gets one row, **most suspicious "
+         "first** (highest calibrated probability of pneumonia), then the uploads that are not frontal chest "
+         "films (UNKNOWN), then the files that could not be read, each with its sentence. Select a row to see "
+         "that film's heatmap, verdict and notes, and its PDF report. The CSV has the batch command's "
+         "columns (`python -m pneumonia predict`).\n\n"
+         f"**Limits.** {describe_limits()}\n\n"
+         "**File names** are often patients' names: they are shown only to you, in this page, never logged, and "
+         "go wherever you take the CSV. Tick *Replace file names with numbers* to call the films `film-001`, "
+         "`film-002` ... in upload order, in the table, the CSV and the sentences alike (the extension is kept). "
+         "PDF reports never carry a file name.")
+API_DESCRIPTION = ("Classify many films (images, DICOM files, .zip archives of them). Returns the table, most "
+                   "suspicious first (columns: " + ", ".join(TABLE_COLUMNS) + "), and the CSV with the batch "
+                   "command's columns. A second input replaces file names with numbers. A request over the "
+                   "limits raises an error saying which.")
