@@ -227,12 +227,15 @@ def build_worklist_tab(predictor) -> None:
                                    alt_text="The selected film with the Grad-CAM heatmap laid over it")
     origins = gr.State([], time_to_live=serving.STATE_TTL_S)
 
+    # The worklist's events take their uploads unprocessed (preprocess=False: Gradio's file
+    # descriptions, each with the stored path and the uploaded name): gr.File(type="filepath")
+    # would leave an empty temporary file behind per film, which delete_cache never removes.
     def run(paths, numbered_names, progress):
         """The request's sorted :class:`pneumonia.worklist.Worklist`, its table and its CSV's path."""
         if not paths:
             raise worklist.WorklistError("Upload films first (images, DICOM files or .zip archives).")
-        done = worklist.run_worklist(predictor, [(Path(path).name, Path(path)) for path in paths],
-                                     numbered=bool(numbered_names), progress=progress)
+        done = worklist.run_worklist(predictor, worklist.name_uploads(paths), numbered=bool(numbered_names),
+                                     progress=progress)
         rows = [worklist.to_table_row(i, result) for i, result in enumerate(done.results, 1)]
         path = serving.save_bytes(worklist.format_csv(done.results).encode(), csv_file.GRADIO_CACHE, "worklist.csv")
         return done, {"headers": list(worklist.TABLE_COLUMNS), "data": rows}, path
@@ -281,13 +284,13 @@ def build_worklist_tab(predictor) -> None:
     gr.on([files.upload, run_button.click], show_worklist, inputs=[files, numbered],
           outputs=[table, csv_file, status, origins], trigger_mode="always_last", concurrency_id="worklist",
           concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT, api_visibility="private", show_progress="full",
-          show_progress_on=[status])
+          show_progress_on=[status], preprocess=False)
     table.select(open_row, inputs=[origins], outputs=[row_banner, row_overlay, row_notes, row_report],
                  concurrency_id="worklist-row", concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT,
                  api_visibility="private")
     gr.on([], predict_batch, inputs=[files, numbered], outputs=[table, csv_file], api_name="predict_batch",
           api_description=worklist.API_DESCRIPTION, concurrency_id="worklist",
-          concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT)
+          concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT, preprocess=False)
 
 
 def main(argv=None) -> None:

@@ -250,6 +250,26 @@ def expand_inputs(files: Sequence[tuple[str, Path]], limits: Limits = APP_LIMITS
     return entries
 
 
+def name_uploads(uploads: Optional[Sequence]) -> list[tuple[str, Path]]:
+    """``(name to show, path on disk)`` per uploaded file, from Gradio's file descriptions.
+
+    Args:
+        uploads: ``{"path": stored path, "orig_name": uploaded name, ...}`` per file (a Gradio
+            ``FileData`` dumped), or plain paths; ``None`` for none.
+
+    Returns:
+        The uploaded file's own name (its last part only), else the stored file's name, with the path.
+    """
+    named = []
+    for upload in uploads or []:
+        if isinstance(upload, dict):
+            path, name = Path(upload["path"]), upload.get("orig_name") or ""
+        else:
+            path, name = Path(upload), ""
+        named.append((PurePosixPath(str(name).replace("\\", "/")).name or path.name, path))
+    return named
+
+
 def number_entries(entries: Sequence[Entry]) -> list[Entry]:
     """The entries renamed ``film-001.dcm``, ``film-002.jpeg`` ... in order: the file's extension
     is kept (it tells DICOM apart), every other part of its name (often a patient's) is dropped,
