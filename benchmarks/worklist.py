@@ -1,0 +1,168 @@
+"""Worklist speed and load through ``/predict_batch`` against ``python app.py`` on loopback.
+
+    python -m benchmarks.worklist                  # all three parts
+    python -m benchmarks.worklist --films 100 --rounds 3 --users 8 --per-user 20
+
+1. Films/s end to end: one client sends N Kermany test films (``../shared/data/chest_xray/test``,
+   every k-th of the sorted list, both classes) in one ``/predict_batch`` request: upload, reading,
+   network, sorting, the table and the CSV download. Median of rounds, after a warm-up request.
+2. Load: U users (each its own client and session) each send one request of F films at once; errors,
+   latency per request, and the server's resident memory before, after, and after a second wave
+   (flat: no growth from one wave to the next).
+3. Single-film latency (``/predict``, the bundled examples) on an idle app and while worklists of N
+   films run back to back: the worklist has its own queue, so single films only share the CPU.
+
+Prints the figures and the targets (issue 20: >= 40 films/s; no error, memory flat under 8 x 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+from benchmarks._common import EXAMPLES, TEST_DIR, AppServer, analyze, check, print_header, summarize
+
+TARGET_FILMS_PER_S = 40.0
+MAX_WAVE_GROWTH_MB = 50.0  # "flat": a second identical wave may not add more than this
+
+
+def pick_films(count: int) -> list:
+    """Every k-th film of the sorted test split (NORMAL and PNEUMONIA both), ``count`` in all."""
+    films = sorted(p for p in TEST_DIR.rglob("*.jpeg") if not p.name.startswith("."))
+    if len(films) < count:
+        raise SystemExit(f"need {count} films under {TEST_DIR}, found {len(films)} (set PNEUMONIA_DATA)")
+    step = len(films) // count
+    return films[::step][:count]
+
+
+def send_batch(client, films) -> tuple[float, int]:
+    """One ``/predict_batch`` request: ``(seconds, rows)``; raises on an error reply."""
+    from gradio_client import handle_file
+
+    start = time.perf_counter()
+    table, csv_path = client.predict([handle_file(str(p)) for p in films], False, api_name="/predict_batch")
+    elapsed = time.perf_counter() - start
+    rows = len(table["data"])
+    if rows != len(films) or not csv_path:
+        raise RuntimeError(f"{rows} rows for {len(films)} films")
+    return elapsed, rows
+
+
+def measure_throughput(server, films, rounds: int) -> float:
+    client = server.client()
+    send_batch(client, EXAMPLES)  # warm-up: traces the network, imports the image libraries
+    times = [send_batch(client, films)[0] for _ in range(rounds)]
+    stats = summarize(times)
+    rate = len(films) / stats.median
+    print(f"\n1. {len(films)} films in one /predict_batch request: median {stats.median:.2f} s "
+          f"(min {stats.minimum:.2f} s, n={rounds}) -> {rate:.1f} films/s end to end")
+    print(check("films/s end to end", rate, TARGET_FILMS_PER_S, higher_is_better=True))
+    return rate
+
+
+def run_wave(server, films, users: int, per_user: int) -> tuple[list, list]:
+    """``users`` concurrent requests of ``per_user`` films each: ``(latencies, errors)``."""
+    latencies, errors, lock = [], [], threading.Lock()
+
+    def user(i: int) -> None:
+        chosen = [films[(i * per_user + j) % len(films)] for j in range(per_user)]
+        try:
+            elapsed, _ = send_batch(server.client(), chosen)
+            with lock:
+                latencies.append(elapsed)
+        except Exception as exc:  # counted, never raised: the point is to see them
+            with lock:
+                errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+
+    threads = [threading.Thread(target=user, args=(i,), daemon=True) for i in range(users)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(900)
+    return latencies, errors
+
+
+def measure_load(server, films, users: int, per_user: int) -> bool:
+    before = server.rss_mb()[0]
+    start = time.perf_counter()
+    latencies, errors = run_wave(server, films, users, per_user)
+    wall = time.perf_counter() - start
+    after_first = server.rss_mb()[0]
+    latencies2, errors2 = run_wave(server, films, users, per_user)
+    after_second, peak = server.rss_mb()
+    total = users * per_user
+    stats = summarize(latencies) if latencies else None
+    print(f"\n2. load: {users} users x {per_user} films at once, two waves")
+    print(f"   wave 1: {len(latencies)}/{users} requests answered, {len(errors)} errors, wall {wall:.1f} s, "
+          f"{total / wall:.1f} films/s" + (f", request p50 {stats.median:.1f} s, p95 {stats.p95:.1f} s" if stats else ""))
+    print(f"   wave 2: {len(latencies2)}/{users} answered, {len(errors2)} errors")
+    for error in errors + errors2:
+        print(f"   error: {error}")
+    print(f"   server RSS before {before:.0f} MB, after wave 1 {after_first:.0f} MB, after wave 2 "
+          f"{after_second:.0f} MB, peak {peak:.0f} MB")
+    print(check("errors", len(errors) + len(errors2), 0))
+    print(check("RSS growth from wave 1 to wave 2", after_second - after_first, MAX_WAVE_GROWTH_MB, " MB"))
+    return not errors and not errors2 and after_second - after_first <= MAX_WAVE_GROWTH_MB
+
+
+def measure_single_beside_worklist(server, films, samples: int) -> None:
+    client = server.client()
+    analyze(client)  # warm
+    idle = [time_one(client, EXAMPLES[i % len(EXAMPLES)]) for i in range(samples)]
+    stop = threading.Event()
+    batches = []
+
+    def worklists() -> None:
+        other = server.client()
+        while not stop.is_set():
+            batches.append(send_batch(other, films)[0])
+
+    runner = threading.Thread(target=worklists, daemon=True)
+    runner.start()
+    time.sleep(1.0)  # the first worklist is under way
+    busy = [time_one(client, EXAMPLES[i % len(EXAMPLES)]) for i in range(samples)]
+    stop.set()
+    runner.join(600)
+    a, b = summarize(idle), summarize(busy)
+    print(f"\n3. single film (/predict with Grad-CAM, round trip), n={samples} each")
+    print(f"   idle:                      p50 {a.median:.2f} s, p95 {a.p95:.2f} s")
+    print(f"   while worklists of {len(films)} run: p50 {b.median:.2f} s, p95 {b.p95:.2f} s "
+          f"({len(batches)} worklists finished meanwhile"
+          + (f", {len(films) / summarize(batches).median:.1f} films/s" if batches else "") + ")")
+
+
+def time_one(client, film) -> float:
+    start = time.perf_counter()
+    analyze(client, film)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--films", type=int, default=100, help="films per throughput request (default 100)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--per-user", type=int, default=20)
+    parser.add_argument("--samples", type=int, default=12, help="single-film requests per condition")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "load", "single"])
+    args = parser.parse_args(argv)
+    if not 1 <= args.films <= 500 or not 1 <= args.users <= 32 or not 1 <= args.per_user <= 100:
+        parser.error("keep it bounded: 1-500 films, 1-32 users, 1-100 films each")
+    films = pick_films(max(args.films, args.per_user))
+    print_header(f"worklist: {args.films} films, load {args.users} x {args.per_user}")
+    ok = True
+    with AppServer() as server:
+        print(f"app up in {server.wait_until_up():.1f} s at {server.url}")
+        if "throughput" not in args.skip:
+            ok = measure_throughput(server, films[:args.films], args.rounds) >= TARGET_FILMS_PER_S
+        if "load" not in args.skip:
+            ok = measure_load(server, films, args.users, args.per_user) and ok
+        if "single" not in args.skip:
+            measure_single_beside_worklist(server, films[:args.films], args.samples)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
