@@ -205,13 +205,14 @@ def build_worklist_tab(predictor) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
             files = gr.File(label="Films: images, DICOM files or .zip archives", file_count="multiple",
-                            type="filepath", elem_id="worklist-upload")
+                            type="filepath", height=240, elem_id="worklist-upload")
             numbered = gr.Checkbox(label="Replace file names with numbers", value=False, elem_id="worklist-numbered")
             run_button = gr.Button("Read all films", variant="primary", elem_id="worklist-run")
             status = gr.Markdown("", elem_id="worklist-status")
             csv_file = gr.File(label="CSV (the batch command's columns)", interactive=False, elem_id="worklist-csv")
         with gr.Column(scale=2, min_width=300):
-            table = gr.Dataframe(headers=list(worklist.TABLE_COLUMNS), interactive=False, wrap=True,
+            table = gr.Dataframe(headers=list(worklist.TABLE_COLUMNS), interactive=False, wrap=True, max_height=640,
+                                 column_widths=["6%", "30%", "13%", "11%", "11%", "9%", "20%"],
                                  label="Most suspicious first: select a row to open the film", elem_id="worklist-table")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
