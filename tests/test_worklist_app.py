@@ -217,3 +217,16 @@ def test_unknown_report_says_no_assessment_and_has_no_heatmap(predictor):
     text = pdf_text(render_report(result.to_dict(), Image.fromarray(colour), None, "v-test"))
     assert "UNKNOWN: no pneumonia assessment is given" in text and "No heatmap" in text
     assert "Calibrated probability of pneumonia:" not in text
+
+
+def test_readme_example_runs_verbatim_from_the_repository_root(client, monkeypatch, capsys):
+    """The README's /predict_batch example, run as written (only the address is this test's app)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (code,) = [block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "/predict_batch" in block]
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    exec(compile(code.replace('"http://127.0.0.1:7860/"', repr(client.src)), "README.md", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "'PNEUMONIA'" in printed and "'NORMAL'" in printed and printed.count("\n") >= 6
+    assert "path,label,pneumonia_probability" in printed
+    first = [line for line in printed.splitlines() if line.startswith("[1, ")]
+    assert first and "person1251_bacteria_3208.jpeg" in first[0], printed
