@@ -252,10 +252,10 @@ def build_worklist_tab(predictor) -> None:
             return None, None, f"**Not read.** {serving.describe_failure(exc)}", []
         return rows, path, worklist.summarise_results(done.results), done.origins
 
-    def predict_batch(paths, numbered_names=False):
+    def predict_batch(films, numbered=False):
         """The public API: the sorted table and the CSV file; a refused request raises a sentence."""
         try:
-            _, rows, path = run(paths, numbered_names, None)
+            _, rows, path = run(films, numbered, None)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a trace
             raise gr.Error(serving.describe_failure(exc), title="Cannot read these films",
                            print_exception=False) from None
