@@ -59,7 +59,25 @@ def measure_throughput(server, films, rounds: int) -> float:
     print(f"\n1. {len(films)} films in one /predict_batch request: median {stats.median:.2f} s "
           f"(min {stats.minimum:.2f} s, n={rounds}) -> {rate:.1f} films/s end to end")
     print(check("films/s end to end", rate, TARGET_FILMS_PER_S, higher_is_better=True))
+    inner = in_process_rate(films, rounds)
+    print(f"   same films in this process (worklist.run_worklist: reading, network, sorting; no HTTP): "
+          f"{inner:.1f} films/s; the endpoint keeps {rate / inner:.0%} of it")
     return rate
+
+
+def in_process_rate(films, rounds: int) -> float:
+    """Films/s of :func:`pneumonia.worklist.run_worklist` in this process, median of rounds."""
+    from pneumonia import Predictor, worklist
+
+    predictor = Predictor.load()
+    named = [(p.name, p) for p in films]
+    worklist.run_worklist(predictor, named[:12])
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        worklist.run_worklist(predictor, named)
+        times.append(time.perf_counter() - start)
+    return len(films) / summarize(times).median
 
 
 def run_wave(server, films, users: int, per_user: int) -> tuple[list, list]:

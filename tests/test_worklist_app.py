@@ -230,3 +230,16 @@ def test_readme_example_runs_verbatim_from_the_repository_root(client, monkeypat
     assert "path,label,pneumonia_probability" in printed
     first = [line for line in printed.splitlines() if line.startswith("[1, ")]
     assert first and "person1251_bacteria_3208.jpeg" in first[0], printed
+
+
+def test_worklist_events_never_take_the_single_film_analysis_slots(predictor):
+    import app
+
+    demo = app.build_demo(predictor)
+    fns = list(demo.fns.values())
+    queues = {(fn.api_name or fn.name): (fn.concurrency_id, fn.concurrency_limit) for fn in fns}
+    assert queues["predict"][0] == queues["show"][0] == "analysis"
+    worklist_fns = [fn for fn in fns if fn.name in ("show_worklist", "predict_batch", "open_row")]
+    assert len(worklist_fns) == 3
+    for fn in worklist_fns:
+        assert fn.concurrency_id.startswith("worklist") and fn.concurrency_limit == 1, fn.name
