@@ -263,12 +263,12 @@ def build_worklist_tab(predictor) -> None:
 
     def open_row(kept_origins, evt: gr.SelectData):
         """The selected row's film: verdict banner, overlay, notes and PDF report (one analysis)."""
-        try:
-            number = int(evt.row_value[0])
-            origin, name = kept_origins[number - 1], evt.row_value[1]
-        except (TypeError, ValueError, IndexError):
+        row = dict(zip(worklist.TABLE_COLUMNS, evt.row_value or ()))
+        try:  # the row's "#" is its place in the sorted worklist, whatever order the table shows
+            origin, name = kept_origins[int(row["#"]) - 1], row["file"]
+        except (KeyError, TypeError, ValueError, IndexError):
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        error = evt.row_value[6] if evt.row_value[2] == "unreadable" else ""
+        error = row["reason or error"] if row["verdict"] == "unreadable" else ""
         if error or not origin[0]:
             return (ui.error_banner(error or "This file was not read.", title=f"Cannot read {name}"), None,
                     ui.NOTES_PLACEHOLDER, gr.DownloadButton(visible=False))

@@ -6,9 +6,10 @@
 1. Films/s end to end: one client sends N Kermany test films (``../shared/data/chest_xray/test``,
    every k-th of the sorted list, both classes) in one ``/predict_batch`` request: upload, reading,
    network, sorting, the table and the CSV download. Median of rounds, after a warm-up request.
-2. Load: U users (each its own client and session) each send one request of F films at once; errors,
-   latency per request, and the server's resident memory before, after, and after a second wave
-   (flat: no growth from one wave to the next).
+2. Load: U users (each its own client and session) each send one request of F films at once, in
+   three waves (two through ``gradio_client``, one uploading each user's files in one request as
+   the page does); errors, latency per request, and the server's resident memory after each wave
+   (flat: no growth from the first wave to the last).
 3. Single-film latency (``/predict``, the bundled examples) on an idle app and while worklists of N
    films run back to back: the worklist has its own queue, so single films only share the CPU.
 
@@ -140,14 +141,18 @@ def in_process_rate(films, rounds: int) -> float:
     return len(films) / summarize(times).median
 
 
-def run_wave(server, films, users: int, per_user: int) -> tuple[list, list]:
-    """``users`` concurrent requests of ``per_user`` films each: ``(latencies, errors)``."""
+def run_wave(server, films, users: int, per_user: int, as_browser: bool = False) -> tuple[list, list]:
+    """``users`` concurrent requests of ``per_user`` films each: ``(latencies, errors)``. Each user
+    sends through ``gradio_client`` (one upload per file), or ``as_browser`` (one upload request)."""
     latencies, errors, lock = [], [], threading.Lock()
 
     def user(i: int) -> None:
         chosen = [films[(i * per_user + j) % len(films)] for j in range(per_user)]
         try:
-            elapsed, _ = send_batch(server.client(), chosen)
+            if as_browser:
+                elapsed, _ = send_as_browser(server.url, chosen)
+            else:
+                elapsed, _ = send_batch(server.client(), chosen)
             with lock:
                 latencies.append(elapsed)
         except Exception as exc:  # counted, never raised: the point is to see them
@@ -163,26 +168,31 @@ def run_wave(server, films, users: int, per_user: int) -> tuple[list, list]:
 
 
 def measure_load(server, films, users: int, per_user: int) -> bool:
-    before = server.rss_mb()[0]
-    start = time.perf_counter()
-    latencies, errors = run_wave(server, films, users, per_user)
-    wall = time.perf_counter() - start
-    after_first = server.rss_mb()[0]
-    latencies2, errors2 = run_wave(server, films, users, per_user)
-    after_second, peak = server.rss_mb()
+    """Two waves through gradio_client, then one as the page sends files; errors and memory."""
     total = users * per_user
-    stats = summarize(latencies) if latencies else None
-    print(f"\n2. load: {users} users x {per_user} films at once, two waves")
-    print(f"   wave 1: {len(latencies)}/{users} requests answered, {len(errors)} errors, wall {wall:.1f} s, "
-          f"{total / wall:.1f} films/s" + (f", request p50 {stats.median:.1f} s, p95 {stats.p95:.1f} s" if stats else ""))
-    print(f"   wave 2: {len(latencies2)}/{users} answered, {len(errors2)} errors")
-    for error in errors + errors2:
-        print(f"   error: {error}")
-    print(f"   server RSS before {before:.0f} MB, after wave 1 {after_first:.0f} MB, after wave 2 "
-          f"{after_second:.0f} MB, peak {peak:.0f} MB")
-    print(check("errors", len(errors) + len(errors2), 0))
-    print(check("RSS growth from wave 1 to wave 2", after_second - after_first, MAX_WAVE_GROWTH_MB, " MB"))
-    return not errors and not errors2 and after_second - after_first <= MAX_WAVE_GROWTH_MB
+    before = server.rss_mb()[0]
+    print(f"\n2. load: {users} users x {per_user} films at once")
+    ok = True
+    rss = [before]
+    for wave, as_browser in ((1, False), (2, False), (3, True)):
+        start = time.perf_counter()
+        latencies, errors = run_wave(server, films, users, per_user, as_browser)
+        wall = time.perf_counter() - start
+        rss.append(server.rss_mb()[0])
+        stats = summarize(latencies) if latencies else None
+        how = "one upload request each, as the page" if as_browser else "gradio_client"
+        print(f"   wave {wave} ({how}): {len(latencies)}/{users} requests answered, {len(errors)} errors, "
+              f"wall {wall:.1f} s, {total / wall:.1f} films/s"
+              + (f", request p50 {stats.median:.1f} s, p95 {stats.p95:.1f} s" if stats else ""))
+        for error in errors:
+            print(f"   error: {error}")
+        ok = ok and not errors
+    peak = server.rss_mb()[1]
+    print(f"   server RSS before {before:.0f} MB, after each wave " + " / ".join(f"{r:.0f}" for r in rss[1:])
+          + f" MB, peak {peak:.0f} MB")
+    print(check("errors", 0 if ok else 1, 0))
+    print(check("RSS growth from wave 1 to wave 3", rss[-1] - rss[1], MAX_WAVE_GROWTH_MB, " MB"))
+    return ok and rss[-1] - rss[1] <= MAX_WAVE_GROWTH_MB
 
 
 def measure_single_beside_worklist(server, films, samples: int) -> None:
