@@ -126,7 +126,7 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def find_unsafe_member_path(name: str) -> bool:
+def escapes_archive(name: str) -> bool:
     """Whether an archive member's path is absolute or climbs out of the archive (``..``, a drive)."""
     normal = name.replace("\\", "/")
     return (normal.startswith("/") or (len(normal) > 1 and normal[1] == ":")
@@ -166,7 +166,7 @@ def expand_archive(path: Path, shown: str, limits: Limits) -> list[Entry]:
         if member.is_dir() or not parts or any(p.startswith(".") or p == "__MACOSX" for p in parts if p != ".."):
             continue
         label = f"{shown}/{name}"
-        if find_unsafe_member_path(name):
+        if escapes_archive(name):
             entries.append(refuse(label, f"{label}: its path leaves the archive (absolute or '..'), so it was "
                                          "not opened."))
         elif name.lower().endswith(NESTED_SUFFIXES):
@@ -178,12 +178,12 @@ def expand_archive(path: Path, shown: str, limits: Limits) -> list[Entry]:
             entries.append(refuse(label, f"{label} would unpack to {member.file_size / MB:,.0f} MB, more than the "
                                          f"{limits.max_member_bytes // MB} MB a film may hold."))
         else:
-            entries.append(Entry(FilmItem(label, member_reader(archive, member, limits.max_member_bytes)),
+            entries.append(Entry(FilmItem(label, make_member_reader(archive, member, limits.max_member_bytes)),
                                  size=member.file_size, origin=(str(path), name)))
     return entries
 
 
-def member_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo, max_bytes: int) -> Callable[[], bytes]:
+def make_member_reader(archive: zipfile.ZipFile, member: zipfile.ZipInfo, max_bytes: int) -> Callable[[], bytes]:
     """A callable reading one member's bytes, refusing more than ``max_bytes`` and nested archives.
 
     The cap holds while reading, whatever the directory claimed (a forged size cannot unpack
@@ -283,12 +283,12 @@ def number_entries(entries: Sequence[Entry]) -> list[Entry]:
         refusal = entry.refusal.replace(entry.item.name, name) if entry.refusal else ""
         source = entry.item.source
         if not callable(source) and not isinstance(source, (bytes, bytearray)):
-            source = file_reader(Path(source))  # read_film would name the file by its path
+            source = make_file_reader(Path(source))  # read_film would name the file by its path
         renamed.append(dataclasses.replace(entry, item=FilmItem(name, source), refusal=refusal))
     return renamed
 
 
-def file_reader(path: Path) -> Callable[[], bytes]:
+def make_file_reader(path: Path) -> Callable[[], bytes]:
     """A callable reading a file's bytes whose sentences name no file (for :func:`number_entries`).
 
     Raises (when called):
@@ -327,7 +327,7 @@ class Worklist(NamedTuple):
     """A classified request, most suspicious first.
 
     Attributes:
-        results: one :class:`pneumonia.inference.FileResult` per film, sorted (:func:`rank_key`).
+        results: one :class:`pneumonia.inference.FileResult` per film, sorted (:func:`rank_result`).
         origins: per result, where to read its film again (:func:`read_origin`).
     """
 
@@ -355,7 +355,7 @@ def run_worklist(predictor: Predictor, files: Sequence[tuple[str, Path]], number
     if numbered:
         entries = number_entries(entries)
     results = list(run_entries(predictor, entries, batch_size, progress))
-    order = sorted(range(len(results)), key=lambda i: rank_key(results[i]))
+    order = sorted(range(len(results)), key=lambda i: rank_result(results[i]))
     return Worklist([results[i] for i in order], [entries[i].origin for i in order])
 
 
@@ -370,12 +370,12 @@ def read_origin(origin: tuple[str, str], limits: Limits = APP_LIMITS) -> Path | 
         return Path(path)
     try:
         with zipfile.ZipFile(path) as archive:
-            return member_reader(archive, archive.getinfo(member), limits.max_member_bytes)()
+            return make_member_reader(archive, archive.getinfo(member), limits.max_member_bytes)()
     except (zipfile.BadZipFile, OSError, KeyError):
         raise InvalidImageError("This film's archive is no longer available; upload it again.") from None
 
 
-def rank_key(result: FileResult) -> tuple:
+def rank_result(result: FileResult) -> tuple:
     """Sort key, most suspicious first: diagnoses by calibrated P(pneumonia) descending, then
     UNKNOWN, then unreadable files (ties keep their order under a stable sort)."""
     if result.prediction is None:
@@ -386,8 +386,8 @@ def rank_key(result: FileResult) -> tuple:
 
 
 def sort_results(results: Iterable[FileResult]) -> list[FileResult]:
-    """The results most suspicious first (:func:`rank_key`), ties in their given order."""
-    return sorted(results, key=rank_key)
+    """The results most suspicious first (:func:`rank_result`), ties in their given order."""
+    return sorted(results, key=rank_result)
 
 
 def write_csv(results: Iterable[FileResult], out: TextIO) -> int:
