@@ -182,11 +182,12 @@ def save_report(predictor, result, cache_dir) -> str:
 
 
 def make_report(predictor, film, alpha, cache_dir):
-    """The single-film view's PDF report; a film that cannot be read raises a sentence."""
+    """The single-film view's PDF report (``None`` without a film); a film that cannot be read raises
+    a sentence (its banner already says why)."""
     import gradio as gr
 
     if film is None:
-        raise gr.Error("Upload a chest X-ray first.", title="No report", print_exception=False)
+        return None  # nothing to report on: no film, no file
     try:
         return save_report(predictor, predictor.predict(film, explain=True, alpha=alpha), cache_dir)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a trace

@@ -371,3 +371,20 @@ def test_single_film_pdf_report_downloads(page_at):
     with page.expect_download() as download:
         link.click()
     assert Path(download.value.path()).read_bytes().startswith(b"%PDF-")
+
+
+def test_worklist_over_its_limit_says_so_in_the_page(page_at, tmp_path):
+    import zipfile
+
+    from pneumonia.worklist import MAX_FILES
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for i in range(MAX_FILES + 1):
+            handle.writestr(f"f{i}.jpeg", b"x")
+    page = page_at(1280)
+    page.get_by_role("tab", name="Worklist").click()
+    page.locator("#worklist-upload input[type=file]").set_input_files(str(archive))
+    page.get_by_text(f"more than the {MAX_FILES} one request may hold", exact=False).wait_for(
+        timeout=ANALYSIS_TIMEOUT_MS)
+    assert "Not read" in page.locator("#worklist-status").inner_text() and "Traceback" not in page.content()
