@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-from pneumonia import serving, ui
+from pneumonia import report, serving, ui, worklist
 from pneumonia.errors import ModelLoadError
 from pneumonia.inference import OVERLAY_MAX_SIDE, UNKNOWN, Predictor, make_preview
 from pneumonia.notes import FINDINGS, HEATMAP_MISSING, format_model_card
@@ -113,7 +113,9 @@ def build_demo(predictor):
     # vanish after the first TTL and break the examples; and the temporary folder then holds
     # nothing but what users uploaded. Only this folder of public sample films is exposed.
     gr.set_static_paths([str(EXAMPLES_DIR)])
-    with gr.Blocks(title=ui.TITLE, delete_cache=(min(ttl, 600), ttl), analytics_enabled=False) as demo:
+    # The single-film view is the first tab, the worklist (build_worklist_tab) the second.
+    with (gr.Blocks(title=ui.TITLE, delete_cache=(min(ttl, 600), ttl), analytics_enabled=False) as demo,
+          gr.Tabs() as tabs, gr.Tab("Single film", id="single")):
         gr.Markdown(ui.INTRO)
         gr.HTML(ui.notice_html(), css_template=ui.NOTICE_CSS, js_on_load=None)
         state = gr.State(None, time_to_live=serving.STATE_TTL_S)
@@ -157,6 +159,9 @@ def build_demo(predictor):
                                         elem_id="view")
                 with gr.Accordion("Radiological notes", open=True):
                     notes = gr.Markdown(ui.NOTES_PLACEHOLDER, elem_id="notes")
+                with gr.Row():
+                    report_button = gr.Button("Make a PDF report", size="sm", elem_id="report-button")
+                    report_file = gr.File(label="PDF report", interactive=False, elem_id="report-file")
         with gr.Accordion("Model card: data, figures, intended use and limits", open=False, elem_id=ui.MODEL_CARD_ID):
             gr.Markdown(format_model_card(predictor.metadata, retention_s=min(ttl, 600) + ttl))
 
@@ -181,8 +186,134 @@ def build_demo(predictor):
         # The API: its own event, triggered by no control on the page, sharing the page's analysis slots.
         gr.on([], predict, inputs=[upload, opacity], outputs=[confidences, overlay, verdict], api_name="predict",
               api_description=ui.API_DESCRIPTION, concurrency_id="analysis")
+        report_button.click(lambda film, alpha: make_report(predictor, film, alpha, report_file.GRADIO_CACHE),
+                            inputs=[upload, opacity], outputs=[report_file], concurrency_id="analysis",
+                            api_visibility="private")
+    with demo, tabs, gr.Tab("Worklist", id="worklist"):
+        build_worklist_tab(predictor)
     demo.queue(default_concurrency_limit=serving.CONCURRENCY_LIMIT, max_size=serving.QUEUE_MAX_SIZE)
     return demo
+
+
+def save_report(predictor, result, cache_dir) -> str:
+    """The PDF report of one analysed film (``explain=True``), saved for download; returns its path."""
+    pdf = report.render_report(result.to_dict(), make_preview(result.image, OVERLAY_MAX_SIDE), result.overlay,
+                               predictor.metadata.version, predictor.metadata.created)
+    return serving.save_bytes(pdf, cache_dir, report.REPORT_NAME)
+
+
+def make_report(predictor, film, alpha, cache_dir):
+    """The single-film view's PDF report (``None`` without a film); a film that cannot be read raises
+    a sentence (its banner already says why)."""
+    import gradio as gr
+
+    if film is None:
+        return None  # nothing to report on: no film, no file
+    try:
+        return save_report(predictor, predictor.predict(film, explain=True, alpha=alpha), cache_dir)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a trace
+        raise gr.Error(serving.describe_failure(exc), title="No report", print_exception=False) from None
+
+
+def build_worklist_tab(predictor) -> None:
+    """The Worklist tab and ``/predict_batch``, inside the open ``gr.Blocks`` / ``gr.Tab`` context.
+
+    Its events run in queues of their own (:data:`pneumonia.serving.WORKLIST_CONCURRENCY_LIMIT`),
+    never in the single-film ``"analysis"`` slots.
+    """
+    import gradio as gr
+
+    gr.Markdown(worklist.INTRO)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            files = gr.File(label="Films: images, DICOM files or .zip archives", file_count="multiple",
+                            type="filepath", height=240, elem_id="worklist-upload")
+            numbered = gr.Checkbox(label="Replace file names with numbers", value=False, elem_id="worklist-numbered")
+            run_button = gr.Button("Read all films", variant="primary", elem_id="worklist-run")
+            status = gr.Markdown("", elem_id="worklist-status")
+            csv_file = gr.File(label="CSV (the batch command's columns)", interactive=False, elem_id="worklist-csv")
+        with gr.Column(scale=2, min_width=300):
+            table = gr.Dataframe(headers=list(worklist.TABLE_COLUMNS), interactive=False, wrap=True, max_height=640,
+                                 column_widths=["6%", "30%", "13%", "11%", "11%", "9%", "20%"],
+                                 label="Most suspicious first: select a row to open the film", elem_id="worklist-table")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300):
+            row_banner = gr.HTML(ui.make_banner("idle", "No film open", "Select a row of the table."),
+                                 css_template=ui.BANNER_CSS, js_on_load=None, elem_id="worklist-verdict")
+            row_report = gr.DownloadButton("PDF report of this film", visible=False, elem_id="worklist-report")
+            with gr.Accordion("Radiological notes", open=False):
+                row_notes = gr.Markdown(ui.NOTES_PLACEHOLDER, elem_id="worklist-notes")
+        with gr.Column(scale=1, min_width=300):
+            row_overlay = gr.Image(label="Grad-CAM overlay", type="filepath", interactive=False, format="jpeg",
+                                   height="min(500px, 90vw)", buttons=["fullscreen", "download"],
+                                   elem_id="worklist-overlay",
+                                   alt_text="The selected film with the Grad-CAM heatmap laid over it")
+    origins = gr.State([], time_to_live=serving.STATE_TTL_S)
+
+    # The worklist's events take their uploads unprocessed (preprocess=False: Gradio's file
+    # descriptions, each with the stored path and the uploaded name): gr.File(type="filepath")
+    # would leave an empty temporary file behind per film, which delete_cache never removes.
+    def run(paths, numbered_names, progress):
+        """The request's sorted :class:`pneumonia.worklist.Worklist`, its table and its CSV's path."""
+        if not paths:
+            raise worklist.WorklistError("Upload films first (images, DICOM files or .zip archives).")
+        done = worklist.run_worklist(predictor, worklist.name_uploads(paths), numbered=bool(numbered_names),
+                                     progress=progress)
+        rows = [worklist.to_table_row(i, result) for i, result in enumerate(done.results, 1)]
+        path = serving.save_bytes(worklist.format_csv(done.results).encode(), csv_file.GRADIO_CACHE, "worklist.csv")
+        return done, {"headers": list(worklist.TABLE_COLUMNS), "data": rows}, path
+
+    def show_worklist(paths, numbered_names, progress=gr.Progress()):
+        """The page: table, CSV, a one-line summary and where each row's film lies; a refusal in words."""
+        def report_progress(done_count, total):
+            progress((done_count, total), desc="Reading films", unit="films")
+
+        try:
+            done, rows, path = run(paths, numbered_names, report_progress)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a trace
+            return None, None, f"**Not read.** {serving.describe_failure(exc)}", []
+        return rows, path, worklist.summarise_results(done.results), done.origins
+
+    def predict_batch(films, numbered=False):
+        """The public API: the sorted table and the CSV file; a refused request raises a sentence."""
+        try:
+            _, rows, path = run(films, numbered, None)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence, never a trace
+            raise gr.Error(serving.describe_failure(exc), title="Cannot read these films",
+                           print_exception=False) from None
+        return rows, path
+
+    def open_row(kept_origins, evt: gr.SelectData):
+        """The selected row's film: verdict banner, overlay, notes and PDF report (one analysis)."""
+        row = dict(zip(worklist.TABLE_COLUMNS, evt.row_value or ()))
+        try:  # the row's "#" is its place in the sorted worklist, whatever order the table shows
+            origin, name = kept_origins[int(row["#"]) - 1], row["file"]
+        except (KeyError, TypeError, ValueError, IndexError):
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        error = row["reason or error"] if row["verdict"] == "unreadable" else ""
+        if error or not origin[0]:
+            return (ui.error_banner(error or "This file was not read.", title=f"Cannot read {name}"), None,
+                    ui.NOTES_PLACEHOLDER, gr.DownloadButton(visible=False))
+        try:
+            result = predictor.predict(worklist.read_origin(origin), explain=True, max_overlay_side=OVERLAY_MAX_SIDE)
+        except Exception as exc:  # noqa: BLE001
+            return (ui.error_banner(serving.describe_failure(exc)), None, ui.NOTES_PLACEHOLDER,
+                    gr.DownloadButton(visible=False))
+        verdict = result.to_dict()
+        return (ui.verdict_html(verdict), serving.save_image(result.overlay, row_overlay.GRADIO_CACHE, "overlay.jpeg"),
+                FINDINGS.get(verdict["label"], FINDINGS["UNKNOWN"]),
+                gr.DownloadButton(value=save_report(predictor, result, row_report.GRADIO_CACHE), visible=True))
+
+    gr.on([files.upload, run_button.click], show_worklist, inputs=[files, numbered],
+          outputs=[table, csv_file, status, origins], trigger_mode="always_last", concurrency_id="worklist",
+          concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT, api_visibility="private", show_progress="full",
+          show_progress_on=[status], preprocess=False)
+    table.select(open_row, inputs=[origins], outputs=[row_banner, row_overlay, row_notes, row_report],
+                 concurrency_id="worklist-row", concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT,
+                 api_visibility="private")
+    gr.on([], predict_batch, inputs=[files, numbered], outputs=[table, csv_file], api_name="predict_batch",
+          api_description=worklist.API_DESCRIPTION, concurrency_id="worklist",
+          concurrency_limit=serving.WORKLIST_CONCURRENCY_LIMIT, preprocess=False)
 
 
 def main(argv=None) -> None:

@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--folder", type=Path, default=TEST_DIR, help="folder of films (recursively)")
     parser.add_argument("--runs", type=int, default=3, help="CLI runs and in-process rounds")
     args = parser.parse_args(argv)
-    from pneumonia.__main__ import collect_files
+    from pneumonia.worklist import collect_files
 
     files = collect_files([str(args.folder)]) if args.folder.is_dir() else []
     if not files:

@@ -73,7 +73,7 @@ def matmul_gflops(rounds: int) -> dict:
 def batch_rates(rounds: int) -> dict:
     """Images/s: network + gate on pre-decoded batches; predict_files on the test split (medians)."""
     from pneumonia import Predictor
-    from pneumonia.__main__ import collect_files
+    from pneumonia.worklist import collect_files
     from pneumonia.model import load_model
 
     predictor = Predictor.load()

@@ -13,38 +13,17 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
-from pathlib import Path
 from typing import Sequence
 
 from pneumonia import evaluate, heatmap, robustness, train
 from pneumonia.distribute import asks_for_distribution, choose_strategy, describe_strategy, is_chief, needs_distribution
 from pneumonia.litert import export_model_dir, has_litert
 from pneumonia.errors import PneumoniaError
-from pneumonia.inference import VERDICT_FIELDS, Predictor
+from pneumonia.inference import Predictor
 from pneumonia.model import resolve_model_dir
-
-# One row per file: the verdict of Prediction.to_dict() between the path and two batch fields
-# (the probabilities are empty for UNKNOWN rows and every verdict field for unreadable files).
-CSV_COLUMNS = ("path", *VERDICT_FIELDS, "chest_xray_distance", "error")
-
-
-def collect_files(inputs: Sequence[str]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of files, hidden files skipped.
-
-    A path that does not exist is kept, so it gets its own row with an error.
-    """
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
-        else:
-            files.append(path)
-    return files
-
+from pneumonia.worklist import CLI_LIMITS, collect_files, expand_inputs, run_entries, write_csv
 
 def run_predict(args: argparse.Namespace) -> int:
     """Classify files and folders, writing one CSV row per file (to ``--csv`` or stdout).
@@ -58,6 +37,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if not files:
         print("No files found.", file=sys.stderr)
         return 2
+    # Folders are expanded here, ZIP archives by the worklist (within its archive limits).
+    entries = expand_inputs([(str(path), path) for path in files], CLI_LIMITS)
     strategy = choose_strategy() if asks_for_distribution() or not has_litert() else None
     if needs_distribution(strategy):
         print(f"strategy: {describe_strategy(strategy)}", file=sys.stderr)
@@ -69,25 +50,28 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.csv and not args.quiet:
         from tqdm import tqdm
 
-        progress = tqdm(total=len(files), unit="img", file=sys.stderr)
+        progress = tqdm(total=len(entries), unit="img", file=sys.stderr)
     failures = 0
-    try:
-        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for result in predictor.predict_paths(files, batch_size=args.batch_size):
-            writer.writerow(result.to_row())
+
+    def counted(results):
+        nonlocal failures
+        for result in results:
             failures += result.prediction is None
             if progress is not None:
                 progress.update(1)
+            yield result
+
+    try:
+        write_csv(counted(run_entries(predictor, entries, batch_size=args.batch_size)), out)
     finally:
         if progress is not None:
             progress.close()
         if args.csv:
             out.close()
     if args.csv and args.csv != os.devnull:
-        print(f"{len(files) - failures} classified, {failures} unreadable -> {args.csv}", file=sys.stderr)
-    if failures == len(files):
-        print(f"error: none of the {len(files)} files could be read as a film (see the error column).",
+        print(f"{len(entries) - failures} classified, {failures} unreadable -> {args.csv}", file=sys.stderr)
+    if failures == len(entries):
+        print(f"error: none of the {len(entries)} files could be read as a film (see the error column).",
               file=sys.stderr)
         return 1
     return 0
@@ -120,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     robustness.add_arguments(commands.add_parser(
         "robustness", help="score a model's validation split under image changes (stress validation)"))
     predict = commands.add_parser("predict", help="classify files and folders into a CSV")
-    predict.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
+    predict.add_argument("paths", nargs="+", help="image files, ZIP archives or folders (searched recursively)")
     predict.add_argument("--csv", help="output CSV (default: standard output)")
     predict.add_argument("--model", default=None, help="model folder (default: $PNEUMONIA_MODEL_DIR or the shipped model/)")
     predict.add_argument("--batch-size", type=int, default=64)

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -160,9 +160,24 @@ class Prediction:
         return self.probabilities[self.positive_class]
 
 
+class FilmItem(NamedTuple):
+    """One film of a batch, before it is read.
+
+    Attributes:
+        name: what its row is called (a path, or ``archive.zip/member.dcm``); its last part's
+            extension helps tell the format (``.dcm``) and it names the file in error messages.
+        source: a path, the file's bytes, or a callable returning them (an archive member, read
+            only when its batch is decoded; it may raise
+            :class:`~pneumonia.errors.PneumoniaError` with a sentence).
+    """
+
+    name: str
+    source: Union[str, Path, bytes, Callable[[], bytes]]
+
+
 class FileResult(NamedTuple):
-    """One file of a batch: its path, and either its :class:`Prediction` or the reason it could
-    not be read (``error``, a sentence; ``""`` on success)."""
+    """One file of a batch: its name (the path, or the :class:`FilmItem` name), and either its
+    :class:`Prediction` or the reason it could not be read (``error``, a sentence; ``""`` on success)."""
 
     path: str
     prediction: Optional[Prediction]
@@ -417,15 +432,31 @@ class Predictor:
                                     colourfulness=film.colourfulness, header=film.header, gray=film.gray)
         if not explain:
             return result
+        return self.explain_prediction(result, evidence[0], alpha, max_overlay_side)
+
+    def explain_prediction(self, result: Prediction, evidence: np.ndarray, alpha: float = 0.4,
+                           max_overlay_side: Optional[int] = OVERLAY_MAX_SIDE) -> Prediction:
+        """Attach a film's evidence map, and for a diagnosis its signed heatmap and overlay.
+
+        Args:
+            result: the film's prediction, holding the decoded film (``result.image``).
+            evidence: ``float32 (h, w)`` the film's raw evidence map (:func:`pneumonia.gradcam.evidence_map`).
+            alpha: overlay opacity at full-strength evidence.
+            max_overlay_side: the overlay's longest side, ``None`` for the film's size.
+
+        Returns:
+            ``result``, with ``evidence`` and ``class_heatmaps`` set, and ``heatmap`` and ``overlay``
+            unless UNKNOWN or the model records no heatmap scale.
+        """
         # Evaluation reads the PNEUMONIA evidence peak whatever the label, so these come first.
-        result.evidence = evidence[0]
-        maps = normalise_class_maps(evidence)
+        result.evidence = np.asarray(evidence, np.float32)
+        maps = normalise_class_maps(result.evidence[None])
         result.class_heatmaps = {name: maps[i, 0] for i, name in enumerate(self.class_names)}
         if result.label == UNKNOWN or not self.metadata.heatmap:
             return result
         # One map on the model's fixed scale, the same whatever the verdict.
         result.heatmap = scale_evidence(result.evidence, self.metadata.heatmap["scale"])
-        result.overlay = self.draw_overlay(film.gray, result.heatmap, alpha, max_overlay_side)
+        result.overlay = self.draw_overlay(result.image, result.heatmap, alpha, max_overlay_side)
         return result
 
     def draw_overlay(self, gray: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
@@ -441,37 +472,59 @@ class Predictor:
         return render_overlay(gray, heatmap, colormap_table(self.metadata.heatmap["colormap"]), alpha, max_side)
 
     def predict_paths(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[FileResult]:
-        """Classify many files: decoding runs in threads while the network works on the last batch.
+        """:meth:`predict_items` over files: one :class:`FileResult` per path, in order, named by the path."""
+        return self.predict_items((FilmItem(str(path), Path(path)) for path in paths), batch_size, workers)
+
+    def predict_items(self, items: Iterable[FilmItem], batch_size: int = 64, workers: int = 2,
+                      explain: bool = False, alpha: float = 0.4,
+                      max_overlay_side: Optional[int] = OVERLAY_MAX_SIDE) -> Iterator[FileResult]:
+        """Classify many films in batches: decoding runs in threads while the network works on the
+        last batch, and each batch is one network pass (:meth:`run_network`).
+
+        Every film takes the path of :meth:`predict`: :func:`pneumonia.preprocessing.read_film`,
+        :func:`pneumonia.preprocessing.resize_image`, :meth:`to_prediction` and, with ``explain``,
+        :meth:`explain_prediction`; so a film gets the same verdict alone or in a batch.
 
         Args:
-            paths: image files.
-            batch_size: films per forward pass.
+            items: the films (:class:`FilmItem`: a path, bytes, or an archive member's reader).
+            batch_size: films per network pass.
             workers: decoding threads.
+            explain: also compute Grad-CAM and the overlay (the decoded film is kept per film then:
+                memory grows with the batch, so keep batches small).
+            alpha: overlay opacity, with ``explain``.
+            max_overlay_side: the overlay's longest side, with ``explain``.
 
         Yields:
-            One :class:`FileResult` per path, in order (the prediction, or the reason the file
-            could not be read).
+            One :class:`FileResult` per item, in order (the prediction, or the sentence saying why
+            the film could not be read).
         """
         size = self.metadata.input_size
 
-        def load(path: Path):
+        def load(item: FilmItem):
             try:
-                film = read_film(path)
-                return film._replace(gray=resize_image(film.gray, size)), ""
+                source = item.source() if callable(item.source) else item.source
+                if isinstance(source, (bytes, bytearray)):
+                    film = read_film(source, name=Path(item.name).name or item.name)
+                else:
+                    film = read_film(source)
+                model_input = resize_image(film.gray, size)
+                # Without explain only the model input is kept: memory stays at two batches of
+                # S x S films however large the files.
+                return (film if explain else film._replace(gray=None)), model_input, ""
             except PneumoniaError as exc:
-                return None, str(exc)
+                return None, None, str(exc)
 
         # Decode batch k+1 in the pool while the network runs on batch k: memory stays bounded
         # to two batches however large the archive.
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending = None
-            for chunk in _chunks(paths, batch_size):
-                futures = [pool.submit(load, path) for path in chunk]
+            for chunk in _chunks(items, batch_size):
+                futures = [pool.submit(load, item) for item in chunk]
                 if pending is not None:
-                    yield from self._classify_chunk(*pending)
+                    yield from self._classify_chunk(*pending, explain, alpha, max_overlay_side)
                 pending = (chunk, futures)
             if pending is not None:
-                yield from self._classify_chunk(*pending)
+                yield from self._classify_chunk(*pending, explain, alpha, max_overlay_side)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 64, workers: int = 2) -> Iterator[dict]:
         """:meth:`predict_paths` as flat rows (:meth:`FileResult.to_row`): what the batch CLI writes.
@@ -482,19 +535,26 @@ class Predictor:
         for result in self.predict_paths(paths, batch_size, workers):
             yield result.to_row()
 
-    def _classify_chunk(self, paths: list, futures: list) -> Iterator[FileResult]:
+    def _classify_chunk(self, items: list, futures: list, explain: bool, alpha: float,
+                        max_overlay_side: Optional[int]) -> Iterator[FileResult]:
         loaded = [f.result() for f in futures]
-        good = [i for i, (film, _) in enumerate(loaded) if film is not None]
+        good = [i for i, (film, _, _) in enumerate(loaded) if film is not None]
         predictions = {}
         if good:
-            batch = np.stack([loaded[i][0].gray for i in good])[..., None].astype(np.float32)
-            scores = self.score_batch(batch)
+            batch = np.stack([loaded[i][1] for i in good])[..., None].astype(np.float32)
+            if explain:
+                logits, features, evidence = self.run_network(batch, explain=True)
+                scores = self.read_scores(batch, logits, features)
+            else:
+                scores = self.score_batch(batch)
             for j, i in enumerate(good):
-                film = loaded[i][0]
-                predictions[i] = self.to_prediction(**scores_of(scores, j), model_input=film.gray,
-                                                    colourfulness=film.colourfulness, header=film.header)
-        for i, (path, (_, error)) in enumerate(zip(paths, loaded)):
-            yield FileResult(str(path), predictions.get(i), error)
+                film, model_input, _ = loaded[i]
+                result = self.to_prediction(**scores_of(scores, j), model_input=model_input,
+                                            colourfulness=film.colourfulness, header=film.header, gray=film.gray)
+                predictions[i] = (self.explain_prediction(result, evidence[j], alpha, max_overlay_side)
+                                  if explain else result)
+        for i, (item, (_, _, error)) in enumerate(zip(items, loaded)):
+            yield FileResult(item.name, predictions.get(i), error)
 
 
 def load_part(kind, model_dir: Path, what: str):

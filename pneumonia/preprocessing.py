@@ -89,7 +89,7 @@ def read_image(source: ImageSource) -> np.ndarray:
     return read_film(source).gray
 
 
-def read_film(source: ImageSource) -> Film:
+def read_film(source: ImageSource, name: Optional[str] = None) -> Film:
     """Decode an image from a path, bytes, PIL image or numpy array into grayscale floats.
 
     Files and bytes may be PNG, JPEG, TIFF, BMP, WebP, GIF, PGM, JPEG 2000 or DICOM (see
@@ -100,6 +100,8 @@ def read_film(source: ImageSource) -> Film:
         source: a file path, the file's bytes, a ``PIL.Image.Image``, or a numpy array of shape
             ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (uint8, uint16 or float in
             ``[0, 1]``).
+        name: what to call bytes in error messages and which extension to read them by (e.g. an
+            archive member's file name); default ``"the upload"``. A path is called by its file name.
 
     Returns:
         A :class:`Film`: ``float32 (H, W)`` grayscale in ``[0, 1]`` and the source's colourfulness.
@@ -114,7 +116,7 @@ def read_film(source: ImageSource) -> Film:
         return Film(_check_shape(pil_to_gray(source)), pil_colourfulness(source))
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
-        name = "the upload"
+        name = name or "the upload"
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         name = path.name

@@ -48,6 +48,10 @@ MAX_FILE_SIZE = "40mb"
 # try again."), instead of anyone waiting on an unbounded queue.
 CONCURRENCY_LIMIT = 2
 QUEUE_MAX_SIZE = 32
+# The Worklist tab and /predict_batch run one request at a time in a queue of their own
+# (concurrency_id "worklist"), and opening a worklist row another ("worklist-row"): a big
+# worklist never takes the single-film "analysis" slots, it only shares the CPU with them.
+WORKLIST_CONCURRENCY_LIMIT = 1
 CACHE_TTL_S = 3600  # default age at which uploads, previews and overlays are deleted
 # What a session keeps to redraw its overlay (the film as 8-bit grayscale at display size and the
 # heatmap, about 1 MB) is dropped this long after its analysis.
@@ -172,6 +176,18 @@ def save_image(image, cache_dir: str | Path, name: str) -> Optional[str]:
     folder = Path(cache_dir) / secrets.token_hex(16)
     folder.mkdir(parents=True)
     image.save(folder / name, **({"quality": 90} if name.endswith(".jpeg") else {}))
+    return str(folder / name)
+
+
+def save_bytes(data: bytes, cache_dir: str | Path, name: str) -> str:
+    """Write ``data`` (a CSV, a PDF) to a new folder under ``cache_dir`` as ``name``; return its path.
+
+    Like :func:`save_image`: one folder per file, aged out by ``delete_cache`` like any output.
+    ``name`` must be the app's own (never an uploaded file's name).
+    """
+    folder = Path(cache_dir) / secrets.token_hex(16)
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(data)
     return str(folder / name)
 
 

@@ -70,8 +70,12 @@ def test_predict_endpoint_is_named_and_returns_only_named_outputs(client):
     assert alpha["parameter_default"] == pytest.approx(0.4)
     returns = [(r["label"], r["component"]) for r in endpoint["returns"]]
     assert returns == [("Calibrated confidence", "Label"), ("Grad-CAM evidence map", "Image"), ("Verdict", "Json")]
-    # Only the analysis is an API: the page's own event (preview, banner, notes, redraws) is not.
-    assert list(info["named_endpoints"]) == ["/predict"] and not info["unnamed_endpoints"]
+    # Only the analyses are APIs: the page's own events (preview, banner, notes, redraws, worklist) are not.
+    assert list(info["named_endpoints"]) == ["/predict", "/predict_batch"] and not info["unnamed_endpoints"]
+    batch = info["named_endpoints"]["/predict_batch"]
+    assert [(p["parameter_name"], p["component"]) for p in batch["parameters"]] == [("films", "File"),
+                                                                                    ("numbered", "Checkbox")]
+    assert [r["component"] for r in batch["returns"]] == ["Dataframe", "File"]
     assert "to_dict" in endpoint["description"]
 
 

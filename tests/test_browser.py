@@ -379,3 +379,101 @@ def test_switching_films_at_once_shows_the_verdict_of_the_film_held(page_at, wid
         # Whichever film the upload box ended up holding, the verdict is that film's.
         assert_verdict_stays(page, expected_labels[film_in_upload(page, (first, second))])
         page.close()
+
+
+# ---- the worklist --------------------------------------------------------------------------------
+
+ROWS_JS = ("() => Array.from(document.querySelectorAll('#worklist-table [role=row]'))"
+           ".filter(r => r.querySelector('[role=gridcell]'))"
+           ".map(r => [Number(r.getAttribute('aria-rowindex')),"
+           " Array.from(r.querySelectorAll('[role=gridcell]')).map(c => c.innerText.trim())])")
+
+
+def worklist_rows(page) -> list[list[str]]:
+    """The worklist table's rows as text, in order. The table draws only the rows in view, so it is
+    read at the top and again scrolled to the bottom."""
+    rows = dict(page.evaluate(ROWS_JS))
+    page.evaluate("() => { const v = document.querySelector('#worklist-table .virtual-table-viewport');"
+                  " if (v) v.scrollTop = v.scrollHeight; }")
+    page.wait_for_timeout(500)
+    rows.update(dict(page.evaluate(ROWS_JS)))
+    page.evaluate("() => { const v = document.querySelector('#worklist-table .virtual-table-viewport');"
+                  " if (v) v.scrollTop = 0; }")
+    page.wait_for_timeout(300)
+    return [rows[index] for index in sorted(rows)]
+
+
+def test_worklist_sorts_twenty_films_and_a_zip_opens_a_row_and_downloads(page_at, example_paths, tmp_path):
+    import zipfile
+
+    from conftest import FILMS
+
+    films = list(example_paths) + sorted(FILMS.glob("*/*.jpeg"))
+    assert len(films) == 20
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for film in example_paths[:2]:
+            handle.write(film, f"study/{film.name}")
+        handle.writestr("study/notes.txt", "not a film")
+    page = page_at(1280)
+    page.get_by_role("tab", name="Worklist").click()
+    page.locator("#worklist-upload input[type=file]").set_input_files([str(p) for p in films + [archive]])
+    page.wait_for_function("() => (document.querySelector('#worklist-status') || {}).innerText"
+                           " && document.querySelector('#worklist-status').innerText.includes('23 films')",
+                           timeout=ANALYSIS_TIMEOUT_MS)
+    rows = worklist_rows(page)
+    assert len(rows) == 23, rows
+    header = page.evaluate("() => Array.from(document.querySelectorAll('#worklist-table [role=columnheader]'))"
+                           ".map(th => th.innerText.trim())")
+    column = {name: i for i, name in enumerate(header) if name}
+    verdicts = [row[column["verdict"]] for row in rows]
+    assert verdicts[-1] == "unreadable" and "study.zip/study/notes.txt" in rows[-1][column["file"]]
+    probabilities = [float(row[column["P(pneumonia)"]]) for row in rows if row[column["verdict"]] in ("NORMAL", "PNEUMONIA")]
+    assert len(probabilities) == 22 and probabilities == sorted(probabilities, reverse=True)
+    assert verdicts[0] == "PNEUMONIA"
+
+    # The most suspicious row opens with its heatmap, verdict and notes.
+    page.locator("#worklist-table [role=row][aria-rowindex='2'] [role=gridcell]").nth(column["file"]).click()
+    page.locator("#worklist-verdict .verdict.pneumonia").wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+    page.locator("#worklist-overlay img").wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+    assert "threshold" in page.locator("#worklist-verdict").inner_text()
+
+    with page.expect_download() as csv_download:
+        page.locator("#worklist-csv a").first.click()
+    lines = Path(csv_download.value.path()).read_text().splitlines()
+    assert lines[0].startswith("path,label,pneumonia_probability") and len(lines) == 24
+    with page.expect_download() as pdf_download:
+        page.locator("#worklist-report").click()
+    assert Path(pdf_download.value.path()).read_bytes().startswith(b"%PDF-")
+    assert "Traceback" not in page.content()
+    if WRITE_SCREENSHOTS:
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS / "screenshot-worklist.png"), full_page=True)
+
+
+def test_single_film_pdf_report_downloads(page_at):
+    page = page_at(1280)
+    analyse_example(page)
+    page.locator("#report-button").click()
+    link = page.locator("#report-file a").first
+    link.wait_for(timeout=ANALYSIS_TIMEOUT_MS)
+    with page.expect_download() as download:
+        link.click()
+    assert Path(download.value.path()).read_bytes().startswith(b"%PDF-")
+
+
+def test_worklist_over_its_limit_says_so_in_the_page(page_at, tmp_path):
+    import zipfile
+
+    from pneumonia.worklist import MAX_FILES
+
+    archive = tmp_path / "many.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        for i in range(MAX_FILES + 1):
+            handle.writestr(f"f{i}.jpeg", b"x")
+    page = page_at(1280)
+    page.get_by_role("tab", name="Worklist").click()
+    page.locator("#worklist-upload input[type=file]").set_input_files(str(archive))
+    page.get_by_text(f"more than the {MAX_FILES} one request may hold", exact=False).wait_for(
+        timeout=ANALYSIS_TIMEOUT_MS)
+    assert "Not read" in page.locator("#worklist-status").inner_text() and "Traceback" not in page.content()

@@ -77,7 +77,8 @@ def test_batch_cli_rows_are_the_verdicts_of_to_dict(predictor, film_paths, tmp_p
     holds what Prediction.to_dict() gives for the same file, UNKNOWN rows without probabilities."""
     import csv
 
-    from pneumonia.__main__ import CSV_COLUMNS, main
+    from pneumonia.__main__ import main
+    from pneumonia.worklist import CSV_COLUMNS
     from phantoms import lateral_phantom
 
     from PIL import Image
