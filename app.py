@@ -263,7 +263,7 @@ def build_worklist_tab(predictor) -> None:
         path = serving.save_bytes(worklist.format_csv(done.results).encode(), csv_file.GRADIO_CACHE, "worklist.csv")
         return done, {"headers": list(worklist.TABLE_COLUMNS), "data": rows}, path
 
-    def show_worklist(paths, numbered_names, progress=gr.Progress()):
+    def show_worklist(paths, numbered_names, progress=gr.Progress()):  # noqa: B008 (Gradio finds its progress bar by this default)
         """The page: table, CSV, a one-line summary and where each row's film lies; a refusal in words."""
         def report_progress(done_count, total):
             progress((done_count, total), desc="Reading films", unit="films")
