@@ -50,7 +50,8 @@ FIXED_POINT_STEP_PX = 8
 # shares of the film's (width, height).
 LOWER_LUNG_POINTS = {"image_left_lower_zone": (0.25, 0.60), "image_right_lower_zone": (0.75, 0.60)}
 # Figures of a population stored in the model's metadata (besides the CIs).
-RECORDED_KEYS = ("n", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc", "ece", "threshold")
+RECORDED_KEYS = ("n", "n_normal", "n_pneumonia", "accuracy", "sensitivity", "specificity", "precision", "f1", "roc_auc",
+                 "ece", "threshold")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ Kept apart from the code so a clinician can review the wording in one place.
 DISCLAIMER = (
     "**Decision support only, not a diagnosis.** This research demo has not been validated for "
     "clinical use and is not a medical device. It was trained on children's frontal films from one "
-    "hospital and adults' frontal films from another, and it is measurably weaker on adults; a "
-    "qualified clinician must read every film."
+    "hospital and adults' frontal films from a few others, it is weaker on adults and weaker still on "
+    "films from hospitals it never saw; a qualified clinician must read every film."
 )
 
 FINDINGS = {
@@ -95,16 +95,17 @@ MODEL_CARD_INTENDED_USE = (
     "patients, or to replace a radiologist's report."
 )
 
-MODEL_CARD_LIMITS = (
-    "**Limits.** Two public sources, one hospital each: children aged 1 to 5 (Guangzhou) and adults "
-    "and adolescents (NIH Clinical Center, USA). The adults' pneumonia labels used for training were "
-    "text-mined from reports and never checked by a radiologist, and the adult test set is small "
-    "(21 boxed pneumonia films, 76 normals), so the adult figures have wide intervals and say "
-    "nothing about other hospitals. Not covered: lateral views, neonates, intensive-care films with "
-    "lines and tubes, and conditions other than pneumonia (effusion alone, masses, heart failure, "
-    "tuberculosis, COVID-19), which may be misread. The label does not separate bacterial from viral "
-    "pneumonia, and the heatmap does not outline the lesion: on the boxed adult films its peak "
-    "fell on the radiologist's box less often than a fixed point did."
+MODEL_CARD_NOT_COVERED = (
+    "Not covered: lateral views, neonates, and conditions other than pneumonia (effusion alone, masses, "
+    "heart failure, tuberculosis), which may be misread. The label does not separate bacterial from viral "
+    "pneumonia. Children's films come from one hospital (Guangzhou, ages 1 to 5); adults' from the NIH "
+    "Clinical Center (USA) and, where the model was trained on them, BIMCV (Spain) and MIDRC-RICORD (USA), "
+    "whose pneumonia is mostly COVID-19."
+)
+MODEL_CARD_LICENCES = (
+    "**Licences of the training data.** Kermany et al. 2018: CC BY 4.0. NIH ChestX-ray14: unrestricted use "
+    "with citation. SIIM-FISABIO-RSNA COVID-19 (BIMCV-COVID19+, MIDRC-RICORD, the latter CC BY-NC 4.0): "
+    "**non-commercial research and education only**; a model trained on them, and this demo, inherit that."
 )
 
 MODEL_CARD_PRIVACY = (
@@ -122,6 +123,8 @@ _METRIC_NAMES = (
 )
 _SPLIT_NAMES = (("test", "Children's test set (Kermany test split)"),
                 ("adult_test", "Adults' test set (radiologist-boxed pneumonia films and held-out normal patients, NIH)"),
+                ("siim_test", "Adults' SIIM test split (radiologists' reads, a fifth of the studies; BIMCV, Spain, "
+                              "and MIDRC-RICORD, USA)"),
                 ("validation", "Validation split (it chose the calibration, so optimistic)"))
 # How each population's films are named wherever a verdict, report or card speaks of them.
 POPULATION_FILMS = {"child": "children's films", "adult": "adults' films"}
@@ -297,28 +300,92 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
         gate = _gate_sentence(figures.get("gate"))
         if gate:
             lines.append(gate)
-    game = metrics.get("pointing_game")
-    if isinstance(game, dict) and isinstance(game.get("hit_rate"), (int, float)):
-        best = game.get("best_fixed_point") or {}
-        lines.append(f"**Does the heatmap point at the disease?** On the {game.get('n')} adult films with a "
-                     f"radiologist's box, the heatmap's peak lies within {game.get('tolerance_px')} px of the box on "
-                     f"{game['hit_rate']:.0%} of them" + (f", against {best['hit_rate']:.0%} for the best single fixed "
-                                                          "point" if isinstance(best.get("hit_rate"), float) else "")
-                     + ".")
-    heatmap = getattr(metadata, "heatmap", None) or {}
-    if isinstance(heatmap.get("scale"), (int, float)):
-        lines.append(f"**Heatmap.** Each cell's evidence (its share of the logit) on one scale for every film: red "
-                     f"for pneumonia, blue for a normal film, full colour at {heatmap['scale']:.3g} ("
-                     f"{heatmap.get('rule') or 'rule not recorded'}).")
+    unseen = describe_unseen_hospitals(metrics)
+    if unseen:
+        lines.append(unseen)
+    for key, films in (("pointing_game", "NIH adult films with a radiologist's pneumonia box"),
+                       ("pointing_game_siim", "SIIM test films with radiologists' opacity boxes")):
+        game = describe_pointing_game(metrics.get(key), films)
+        if game:
+            lines.append(game)
     if not tables:
         lines.append("*No evaluation figures are recorded for this model.*")
     elif not isinstance(metrics.get("test"), dict):
         lines.append("*Test-set figures are not recorded yet; the validation split guided training "
                      "and calibration, so its figures are optimistic.*")
     retention = f"within {_duration(retention_s)}" if retention_s else "when the app stops"
-    lines += [MODEL_CARD_INTENDED_USE, MODEL_CARD_LIMITS, MODEL_CARD_PRIVACY.format(retention=retention),
+    lines += [MODEL_CARD_INTENDED_USE, describe_limits(metrics), MODEL_CARD_LICENCES,
+              MODEL_CARD_PRIVACY.format(retention=retention),
               DISCLAIMER]
     return "\n\n".join(lines)
+
+
+def describe_pointing_game(game, films: str) -> str:
+    """One sentence on whether the heatmap points at the disease, from a recorded pointing game.
+
+    Args:
+        game: ``metrics["pointing_game"]`` or ``metrics["pointing_game_siim"]`` (may be absent).
+        films: what the films are, in words.
+
+    Returns:
+        The sentence, or ``""`` when nothing is recorded.
+    """
+    if not isinstance(game, dict) or not isinstance(game.get("hit_rate"), (int, float)):
+        return ""
+    text = (f"**Does the heatmap point at the disease?** On {game.get('n')} {films}, the peak of the pneumonia "
+            f"evidence lies within {game.get('tolerance_px'):g} px of a box on {game['hit_rate']:.0%}")
+    ci = game.get("ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2:
+        text += f" (95% CI {ci[0]:.0%} to {ci[1]:.0%})"
+    lower = game.get("lower_lung_points")
+    if isinstance(lower, dict) and lower:
+        text += (", against " + " and ".join(f"{v['hit_rate']:.0%}" for v in lower.values())
+                 + " for a fixed point in the middle of either lower lung zone")
+    best = game.get("best_fixed_point") or {}
+    if isinstance(best.get("hit_rate"), (int, float)):
+        text += f" and {best['hit_rate']:.0%} for the best single fixed point searched on these films"
+    if isinstance(game.get("box_cover"), (int, float)):
+        text += f"; the boxes cover {game['box_cover']:.0%} of a film on average (how easy a hit is)"
+    return text + "."
+
+
+def describe_unseen_hospitals(metrics: dict) -> str:
+    """The leave-one-source-out figures in one paragraph, from ``metrics["leave_one_source_out"]``."""
+    parts = metrics.get("leave_one_source_out")
+    if not isinstance(parts, dict) or not parts:
+        return ""
+    names = {"siim": "the SIIM test split (Spain, USA)", "nih": "the NIH adult test set (USA)"}
+    sentences = []
+    for key, part in parts.items():
+        if not isinstance(part, dict) or not isinstance(part.get("roc_auc"), (int, float)):
+            continue
+        sentences.append(f"on {names.get(key, key)} by a model trained without those hospitals: ROC AUC "
+                         f"{part['roc_auc']:.2f}, sensitivity {part['sensitivity']:.2f}, specificity "
+                         f"{part['specificity']:.2f} ({part.get('n')} films)")
+    if not sentences:
+        return ""
+    return ("**A hospital it never saw.** Models trained with the same recipe but without one adult source, each "
+            "scored on that source's test films: " + "; ".join(sentences) + ". Expect figures like these, not the "
+            "in-sample ones, on films from your own hospital.")
+
+
+def describe_limits(metrics: dict) -> str:
+    """The model card's limits, every number from the recorded metrics (a new model keeps them true)."""
+    text = "**Limits.** "
+    adult = metrics.get("adult_test")
+    if isinstance(adult, dict) and isinstance(adult.get("n_pneumonia"), int):
+        text += (f"The NIH adult test set is small ({adult['n_pneumonia']} radiologist-boxed pneumonia films, "
+                 f"{adult.get('n_normal')} normals), so its figures have wide intervals. ")
+    text += MODEL_CARD_NOT_COVERED
+    game = metrics.get("pointing_game_siim") or metrics.get("pointing_game")
+    if isinstance(game, dict) and isinstance(game.get("hit_rate"), (int, float)):
+        fixed = [v.get("hit_rate") for v in (game.get("lower_lung_points") or {}).values()]
+        fixed.append((game.get("best_fixed_point") or {}).get("hit_rate"))
+        fixed = max((f for f in fixed if isinstance(f, (int, float))), default=None)
+        if fixed is not None and game["hit_rate"] < fixed + 0.15:
+            text += (f" The heatmap is not a lesion outline: its peak fell on a box on {game['hit_rate']:.0%} of the "
+                     f"boxed films, against {fixed:.0%} for a fixed point.")
+    return text
 
 
 def _film_counts(training: dict) -> str:
