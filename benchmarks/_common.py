@@ -18,7 +18,7 @@ from benchmarks.app_process import AppProcess
 ROOT = Path(__file__).resolve().parent.parent
 # The largest bundled film (1024 x 967, 8-bit JPEG): the "full-resolution example".
 EXAMPLE = ROOT / "examples" / "NORMAL" / "NORMAL2-IM-0568-0001.jpeg"
-EXAMPLES = sorted((ROOT / "examples").glob("*/*.jpeg"))  # all 12 bundled films, 1024 px wide
+EXAMPLES = sorted((ROOT / "examples").glob("*/*.jpeg"))  # the bundled JPEG films (children 1024 px, NIH adults 512 px)
 DATA = Path(os.environ.get("PNEUMONIA_DATA", ROOT.parent / "shared" / "data" / "chest_xray"))
 TEST_DIR = DATA / "test"
 # Quiet TensorFlow in this process and in every child it starts.

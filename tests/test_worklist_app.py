@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pneumonia import worklist
-from pneumonia.serving import AppProcess
+from benchmarks.app_process import AppProcess
 from test_app import serve
 from test_security import SECRETS, files_under, make_dicom
 
