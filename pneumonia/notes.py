@@ -308,6 +308,11 @@ def format_model_card(metadata, retention_s: int | None = None) -> str:
         game = describe_pointing_game(metrics.get(key), films)
         if game:
             lines.append(game)
+    heatmap = getattr(metadata, "heatmap", None) or {}
+    if isinstance(heatmap.get("scale"), (int, float)):
+        lines.append(f"**Heatmap.** Each cell's evidence (its share of the logit) on one scale for every film: red "
+                     f"for pneumonia, blue for a normal film, full colour at {heatmap['scale']:.3g} ("
+                     f"{heatmap.get('rule') or 'rule not recorded'}).")
     if not tables:
         lines.append("*No evaluation figures are recorded for this model.*")
     elif not isinstance(metrics.get("test"), dict):

@@ -19,12 +19,10 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from pneumonia.notes import describe_verdict
+from pneumonia.notes import DISCLAIMER, HEATMAP_LEGEND, describe_verdict
 
 TITLE = "Chest X-ray pneumonia screening: result report"
-NOTICE = ("Decision support only, not a diagnosis. This research demo is not a medical device and has not been "
-          "validated for clinical use. It is measurably weaker on adults' films. A qualified clinician must read "
-          "every film.")
+NOTICE = DISCLAIMER.replace("**", "")  # the page's notice, without its Markdown
 PAGE_INCHES = (8.27, 11.69)  # A4 portrait
 IMAGE_MAX_SIDE = 900  # pixels of each image on the page: sharp in print, a few hundred kB
 WRAP = 100  # characters per line of body text
@@ -54,6 +52,8 @@ def describe_report_lines(verdict: dict, model_version: str, model_date: Optiona
     if verdict.get("age_group"):
         lines.append(f"Age group (from the DICOM header): {verdict['age_group']}.")
     lines.append(f"Caution: {verdict['caution']}" if verdict.get("caution") else "Caution: none for this film.")
+    if p is not None:
+        lines.append(f"Heatmap: {HEATMAP_LEGEND}")
     lines.append(f"Model: {model_version}" + (f", made {model_date}" if model_date else "") + ".")
     lines.append(f"Report made {created.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M} UTC.")
     return [to_latin1(line) for line in lines]
@@ -98,7 +98,7 @@ def render_report(verdict: dict, film: Image.Image, overlay: Optional[Image.Imag
         label = str(verdict.get("label"))
         colour = {"PNEUMONIA": "#b23c17", "NORMAL": "#1e7b34"}.get(label, "#555555")
         figure.text(0.06, 0.865, label, fontsize=22, weight="bold", va="top", color=colour)
-        panels = ((film, "Film as the model read it"), (overlay, "Grad-CAM overlay (red: most influence)"))
+        panels = ((film, "Film as the model read it"), (overlay, "Grad-CAM evidence map"))
         for i, (image, caption) in enumerate(panels):
             axes = figure.add_axes((0.06 + i * 0.46, 0.43, 0.42, 0.38))
             axes.set_axis_off()

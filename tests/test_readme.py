@@ -74,7 +74,9 @@ def test_python_block_runs_as_written(index):
             server.__exit__(None, None, None)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip()  # every block prints what it shows in its comment
-    if "client.predict" in block:
+    if "/predict_batch" in block:
+        assert "'verdict'" in result.stdout and "pneumonia_probability" in result.stdout  # the table, then the CSV
+    elif "client.predict" in block:
         assert "'label': 'PNEUMONIA'" in result.stdout and "'population': 'child'" in result.stdout
     else:
         assert result.stdout.split()[0] == "PNEUMONIA"
@@ -87,7 +89,7 @@ def check_shell_command(command: str) -> None:
         from pneumonia.__main__ import build_parser
 
         args = build_parser().parse_args(words[3:])
-        for name in ("data", "adult", "model", "paths"):
+        for name in ("data", "adult", "siim", "model", "paths", "without_siim", "without_nih"):
             for value in (getattr(args, name, None) or []) if name == "paths" else [getattr(args, name, None)]:
                 if value is None:
                     continue

@@ -183,7 +183,7 @@ def with_age(path: Path, age: str) -> Path:
 
 @pytest.mark.parametrize("film, expected", [
     ("example", ("PNEUMONIA", "Calibrated probability of pneumonia", "Operating threshold")),
-    ("dicom", ("Age group (from the DICOM header): 18-64 years", "Caution: Adult film")),
+    ("dicom", ("Age group (from the DICOM header): 18-64 years", "Caution: On adult")),
 ])
 def test_pdf_report_opens_and_holds_no_dicom_tag_but_the_age_group(predictor, example_paths, tmp_path, film,
                                                                    expected):
@@ -215,7 +215,7 @@ def test_unknown_report_says_no_assessment_and_has_no_heatmap(predictor):
     result = predictor.predict(colour, explain=True)
     assert result.label == "UNKNOWN"
     text = pdf_text(render_report(result.to_dict(), Image.fromarray(colour), None, "v-test"))
-    assert "UNKNOWN: no pneumonia assessment is given" in text and "No heatmap" in text
+    assert "No pneumonia assessment is given (UNKNOWN)" in text and "No heatmap" in text
     assert "Calibrated probability of pneumonia:" not in text
 
 
