@@ -35,7 +35,7 @@ from pneumonia.data import (CLASS_NAMES, Record, list_adult_records, list_record
                             split_adult_records, split_siim_records)
 from pneumonia.errors import InvalidImageError
 from pneumonia.gradcam import resize_heatmap
-from pneumonia.inference import UNKNOWN, Prediction, Predictor
+from pneumonia.inference import UNKNOWN, FilmItem, Prediction, Predictor
 from pneumonia.metrics import (HEADLINE_KEYS, NO_VERDICT, POINTING_TOLERANCE_PX, best_fixed_point, bootstrap_intervals,
                                bootstrap_share, box_cover, compute_metrics, group_indices, pointing_hits, share,
                                verdict_codes)
@@ -58,31 +58,36 @@ RECORDED_KEYS = ("n", "n_normal", "n_pneumonia", "accuracy", "sensitivity", "spe
 # Scoring films with the product
 
 
-def predict_records(predictor: Predictor, records: Sequence[Record],
-                    log: Callable[[str], None] = print) -> tuple[list[Record], np.ndarray, np.ndarray, int]:
+def predict_records(predictor: Predictor, records: Sequence[Record], log: Callable[[str], None] = print,
+                    explain: bool = False) -> tuple[list[Record], np.ndarray, np.ndarray, int]:
     """The product's verdict and calibrated probability for each film (unreadable films left out).
 
-    Each film goes through ``Predictor.predict``, the call the app and the API make, and its
-    :class:`Prediction` gives both: the label as a user sees it, and P(PNEUMONIA) (which the
-    prediction holds for UNKNOWN films too, although no diagnosis is shown for them).
+    Films go through ``Predictor.predict_items``, the batched path of ``Predictor.predict`` that
+    the batch CLI and the worklist take, and each :class:`Prediction` gives both: the label as a
+    user sees it, and P(PNEUMONIA) (which the prediction holds for UNKNOWN films too, although no
+    diagnosis is shown for them).
 
     Args:
         predictor: the loaded model.
         records: the labelled films.
         log: where a note on unreadable films goes.
+        explain: also keep each film's evidence map (``Prediction.class_heatmaps``), in small batches.
 
     Returns:
         ``(kept, probabilities, verdicts, unreadable)``: the readable records, ``float64 (N,)``
         P(PNEUMONIA), ``int64 (N,)`` verdict codes of the predictions' labels
-        (:func:`pneumonia.metrics.verdict_codes`) and the number of films left out.
+        (:func:`pneumonia.metrics.verdict_codes`) and the number of films left out. With
+        ``explain``, ``kept`` pairs each record with its prediction: ``[(record, prediction)]``.
     """
+    items = [FilmItem(str(r.path), r.path) for r in records]
     kept, predictions, failed = [], [], []
-    for record in records:
-        try:
-            predictions.append(predictor.predict(record.path))
-            kept.append(record)
-        except InvalidImageError as exc:
-            failed.append(str(exc))
+    results = predictor.predict_items(items, batch_size=16 if explain else 64, explain=explain, max_overlay_side=64)
+    for record, result in zip(records, results):
+        if result.prediction is None:
+            failed.append(result.error)
+            continue
+        predictions.append(result.prediction)
+        kept.append((record, result.prediction) if explain else record)
     if failed:
         log(f"{len(failed)} films could not be read and are left out: {failed[0]}")
     probabilities = np.array([p.pneumonia_probability for p in predictions], dtype=np.float64)
@@ -154,25 +159,6 @@ def rates_by_group(labels: np.ndarray, verdicts: np.ndarray, keys: Sequence[str]
 
 # ---------------------------------------------------------------------------------------------
 # The pointing game
-
-
-def explain_pneumonia(predictor: Predictor, image) -> tuple[Prediction, np.ndarray]:
-    """The product's prediction for a film and the Grad-CAM map of the PNEUMONIA class.
-
-    The pointing game asks where the evidence *for pneumonia* is, whatever the verdict, so the
-    PNEUMONIA map is read from ``Prediction.class_heatmaps`` (both classes' maps of the same pass
-    that ``predict(explain=True)`` makes), also for a film called NORMAL or UNKNOWN.
-
-    Args:
-        predictor: the loaded model.
-        image: anything ``Predictor.predict`` takes.
-
-    Returns:
-        ``(prediction, heatmap)``: the :class:`Prediction` (with the decoded film in ``image``) and
-        the PNEUMONIA map, ``float32 (h, w)`` in ``[0, 1]`` at the explained layer's grid.
-    """
-    prediction = predictor.predict(image, explain=True)
-    return prediction, prediction.class_heatmaps[predictor.class_names[1]]
 
 
 def heatmap_peak(heatmap: np.ndarray, frame: tuple[int, int]) -> tuple[int, int]:
@@ -429,7 +415,8 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
         heatmap's grid, the boxed films' verdicts and one row per film.
     """
     _, test = split_adult_records(list_adult_records(adult_dir))
-    records, probabilities, verdicts, unreadable = predict_records(predictor, test, log)
+    explained, probabilities, verdicts, unreadable = predict_records(predictor, test, log, explain=True)
+    records = [r for r, _ in explained]
     labels = np.array([r.label for r in records])
     patients = [r.patient for r in records]
     views = [r.view or "?" for r in records]
@@ -441,18 +428,23 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
     adult["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "Adults", "adult_")
                         if adult["ci95"] else {})
 
-    game = score_pointing_game(predictor, [r for r in records if r.boxes], out_dir / "pointing_game.png",
+    game = score_pointing_game(predictor, [(r, p) for r, p in explained if r.boxes], out_dir / "pointing_game.png",
                                n_resamples)
     return adult, game
 
 
-def score_pointing_game(predictor: Predictor, boxed: Sequence[Record], figure_path: Path,
+def score_pointing_game(predictor: Predictor, boxed: Sequence[tuple[Record, Prediction]], figure_path: Path,
                         n_resamples: int = 2000) -> dict:
     """The pointing game on boxed films: the PNEUMONIA evidence's peak against the films' boxes.
 
+    The pointing game asks where the evidence *for pneumonia* is, whatever the verdict, so the
+    PNEUMONIA map is read from ``Prediction.class_heatmaps`` (the evidence of the same pass that
+    ``predict(explain=True)`` makes), also for a film called NORMAL or UNKNOWN.
+
     Args:
         predictor: the loaded model.
-        boxed: films with boxes, all of one size.
+        boxed: films with boxes, all of one size, each with its explained prediction
+            (:func:`predict_records` with ``explain``).
         figure_path: where the plot goes.
         n_resamples: bootstrap resamples (by patient, or study).
 
@@ -464,8 +456,8 @@ def score_pointing_game(predictor: Predictor, boxed: Sequence[Record], figure_pa
         ValueError: the films differ in size (one fixed point cannot serve them all).
     """
     peaks, films, grids, frames = [], [], set(), set()
-    for record in boxed:
-        prediction, heatmap = explain_pneumonia(predictor, record.path)
+    for record, prediction in boxed:
+        heatmap = prediction.class_heatmaps[predictor.class_names[1]]
         frame = prediction.image.shape[::-1]  # (width, height)
         peak = heatmap_peak(heatmap, frame)
         peaks.append(peak)
@@ -478,8 +470,8 @@ def score_pointing_game(predictor: Predictor, boxed: Sequence[Record], figure_pa
     if len(frames) != 1:
         raise ValueError(f"The boxed films differ in size ({sorted(frames)}); one fixed point cannot serve them all.")
     frame = frames.pop()
-    boxes = [r.boxes for r in boxed]
-    game = play_pointing_game(np.array(peaks), boxes, frame, [r.patient for r in boxed], n_resamples=n_resamples)
+    boxes = [r.boxes for r, _ in boxed]
+    game = play_pointing_game(np.array(peaks), boxes, frame, [r.patient for r, _ in boxed], n_resamples=n_resamples)
     hits = pointing_hits(np.array(peaks), boxes)
     for row, hit in zip(films, hits):
         row["hit"] = bool(hit)
@@ -512,15 +504,17 @@ def evaluate_siim(predictor: Predictor, siim_dir: str | Path, out_dir: Path | No
         ``(siim_test, pointing_game)``.
     """
     _, test = split_siim_records(list_siim_records(siim_dir))
-    records, probabilities, verdicts, unreadable = predict_records(predictor, test, log)
+    pointing = pointing and out_dir is not None
+    explained, probabilities, verdicts, unreadable = predict_records(predictor, test, log, explain=pointing)
+    records = [r for r, _ in explained] if pointing else explained
     labels = np.array([r.label for r in records])
     threshold = predictor.metadata.operating_point("adult")[1]
     siim = {"data": str(siim_dir), **evaluate_population(labels, probabilities, verdicts, threshold, n_resamples,
                                                          [r.patient for r in records]), "unreadable": unreadable}
     siim["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "SIIM adults", "siim_")
                        if siim["ci95"] and out_dir is not None else {})
-    game = (score_pointing_game(predictor, [r for r in records if r.boxes], out_dir / "siim_pointing_game.png",
-                                n_resamples) if pointing and out_dir is not None else {})
+    game = (score_pointing_game(predictor, [(r, p) for r, p in explained if r.boxes],
+                                out_dir / "siim_pointing_game.png", n_resamples) if pointing else {})
     return siim, game
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pneumonia.data import Record
 from pneumonia.evaluate import evaluate_population, heatmap_peak, play_pointing_game, rates_by_group
 from pneumonia.metrics import (NO_VERDICT, best_fixed_point, bootstrap, bootstrap_share, compute_metrics,
                                distance_to_box, group_indices, pointing_hits, verdict_codes)
@@ -212,15 +213,21 @@ def test_rates_by_group_by_hand():
 
 # --- the product's PNEUMONIA map ---------------------------------------------------------------
 
-def test_explain_pneumonia_is_the_products_map_or_the_other_class_of_the_same_pass(predictor, film_paths):
-    """The pointing game's map peaks where the pneumonia evidence does, whatever the verdict; the
-    map shown is that evidence on the model's fixed scale."""
-    from pneumonia.evaluate import explain_pneumonia
+def test_the_pointing_games_map_is_the_products_pneumonia_evidence_from_the_batched_path(predictor, film_paths):
+    """Evaluation's batched, explained predictions equal the product's single-film ones; the
+    pointing game's map peaks where the pneumonia evidence does, whatever the verdict; the map shown
+    is that evidence on the model's fixed scale."""
+    from pneumonia.evaluate import predict_records
 
+    records = [Record(path, 0, str(path)) for path in film_paths]
+    explained, probabilities, _, unreadable = predict_records(predictor, records, lambda m: None, explain=True)
+    assert unreadable == 0 and [r for r, _ in explained] == records
     labels = set()
-    for path in film_paths:
-        prediction, heatmap = explain_pneumonia(predictor, path)
-        assert prediction.label == predictor.predict(path).label
+    for (record, prediction), p in zip(explained, probabilities):
+        single = predictor.predict(record.path, explain=True)
+        assert prediction.label == single.label and p == pytest.approx(single.pneumonia_probability, abs=1e-6)
+        np.testing.assert_allclose(prediction.evidence, single.evidence, atol=1e-5)
+        heatmap = prediction.class_heatmaps["PNEUMONIA"]
         labels.add(prediction.label)
         assert heatmap.dtype == np.float32 and 0.0 <= heatmap.min() and heatmap.max() <= 1.0
         evidence = prediction.evidence
