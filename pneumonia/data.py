@@ -123,19 +123,24 @@ def list_adult_records(root: str | Path) -> list[Record]:
         FileNotFoundError: no manifest under ``root``.
     """
     root = Path(root)
+    records = [Record(path=root / row["file"], label=CLASS_NAMES.index(row["label"]), patient=f"adult/{row['patient']}",
+                      population="adult", verified="unverified" not in row["label_source"],
+                      boxes=parse_boxes(row["pneumonia_box_xywh"]), view=row["view"], source="nih")
+               for row in read_manifest(root)]
+    return sorted(records, key=lambda r: r.path)
+
+
+def read_manifest(root: Path) -> list[dict[str, str]]:
+    """The rows of ``root/MANIFEST.tsv`` (tab-separated, UTF-8), as dicts.
+
+    Raises:
+        FileNotFoundError: no manifest under ``root``.
+    """
     manifest = root / ADULT_MANIFEST
     if not manifest.is_file():
         raise FileNotFoundError(f"No {ADULT_MANIFEST} under {root}")
-    records = []
-    with open(manifest, newline="") as handle:
-        for row in csv.DictReader(handle, delimiter="\t"):
-            boxes = parse_boxes(row["pneumonia_box_xywh"])
-            records.append(Record(
-                path=root / row["file"], label=CLASS_NAMES.index(row["label"]), patient=f"adult/{row['patient']}",
-                population="adult", verified="unverified" not in row["label_source"], boxes=boxes, view=row["view"],
-                source="nih",
-            ))
-    return sorted(records, key=lambda r: r.path)
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
 
 
 def parse_boxes(text: str) -> tuple[tuple[int, int, int, int], ...]:
@@ -169,14 +174,9 @@ def list_siim_records(root: str | Path) -> list[Record]:
         FileNotFoundError: no manifest under ``root``.
     """
     root = Path(root)
-    manifest = root / ADULT_MANIFEST
-    if not manifest.is_file():
-        raise FileNotFoundError(f"No {ADULT_MANIFEST} under {root}")
-    with open(manifest, newline="", encoding="utf-8") as handle:
-        records = [Record(path=root / row["file"], label=CLASS_NAMES.index(row["label"]),
-                          patient=f"siim/{row['study']}", population="adult",
-                          boxes=parse_boxes(row["opacity_boxes_xywh"]), source="siim")
-                   for row in csv.DictReader(handle, delimiter="\t")]
+    records = [Record(path=root / row["file"], label=CLASS_NAMES.index(row["label"]), patient=f"siim/{row['study']}",
+                      population="adult", boxes=parse_boxes(row["opacity_boxes_xywh"]), source="siim")
+               for row in read_manifest(root)]
     return sorted(records, key=lambda r: r.path)
 
 
