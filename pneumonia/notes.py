@@ -208,15 +208,17 @@ def describe_caution(population: str | None, metrics: dict, view: str | None = N
     source = unseen or adult
     found, cleared = source.get("sensitivity"), source.get("specificity")
     if unseen:
-        parts = ([f"found {count_in_ten(found)} in 10 pneumonias"] if found is not None else []) + \
+        parts = ([f"found {count_in_ten(found)} in 10 adult pneumonias"] if found is not None else []) + \
             ([f"cleared {count_in_ten(cleared)} in 10 normal films"] if cleared is not None else [])
-        lead = f"On adult films from a hospital it was not trained on, it {' and '.join(parts) or 'was measured'}."
+        lead = f"At hospitals it was not trained on it {' and '.join(parts) or 'was measured'}."
     else:
         parts = ([f"misses {count_in_ten(1.0 - found)} in 10 pneumonias"] if found is not None else []) + \
             ([f"flags {count_in_ten(1.0 - cleared)} in 10 normal films"] if cleared is not None else [])
         lead = f"On adults' films it {' and '.join(parts) or 'is weaker than on children'}."
     figures = ", ".join(f"{name} {source[key]:.2f}" for key, name in _LEAD_FIGURES if key in source)
-    films = f"; {source['n']} films" if source.get("n") else ""
+    # Where the figures come from is said by the model card; the film count only for the test set
+    # quoted, so the unseen-hospital caution stays within three lines at 1280 px.
+    films = f"; {source['n']} films" if source.get("n") and not unseen else ""
     return f"{lead[:-1]} ({figures}{films})." + (f" {by_view}" if by_view else "")
 
 

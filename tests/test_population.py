@@ -168,8 +168,8 @@ def test_the_caution_leads_with_how_many_in_ten_it_misses_and_flags(sensitivity,
 
 
 @pytest.mark.parametrize("sensitivity, specificity, words", [
-    (0.55, 0.83, "found about 6 in 10 pneumonias and cleared about 8 in 10 normal films"),
-    (0.71, 0.64, "found about 7 in 10 pneumonias and cleared about 6 in 10 normal films"),
+    (0.55, 0.83, "found about 6 in 10 adult pneumonias and cleared about 8 in 10 normal films"),
+    (0.71, 0.64, "found about 7 in 10 adult pneumonias and cleared about 6 in 10 normal films"),
 ])
 def test_figures_from_an_unseen_hospital_lead_the_caution_when_recorded(sensitivity, specificity, words):
     unseen = {"sensitivity": sensitivity, "specificity": specificity, "roc_auc": 0.77, "n": 300,
@@ -177,8 +177,9 @@ def test_figures_from_an_unseen_hospital_lead_the_caution_when_recorded(sensitiv
     metrics = {"test": {"roc_auc": 0.98, "sensitivity": 0.99}, "adult_test": {"roc_auc": 0.86, "sensitivity": 0.62},
                "unseen_hospital": unseen}
     caution = describe_caution("adult", metrics)
-    assert caution.startswith(f"On adult films from a hospital it was not trained on, it {words} (")
-    assert "ROC AUC 0.77; 300 films)." in caution and "0.62" not in caution
+    assert caution.startswith(f"At hospitals it was not trained on it {words} (")
+    assert f"(sensitivity {sensitivity:.2f}, specificity {specificity:.2f}, ROC AUC 0.77)." in caution
+    assert "0.62" not in caution
     assert describe_caution("child", metrics) is None
 
 

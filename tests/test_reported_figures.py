@@ -66,4 +66,4 @@ def test_metadata_records_the_unseen_hospital_figures_the_caution_quotes(predict
         assert recorded[key] == pytest.approx(min(p["metrics"][key] for p in parts.values()), abs=1e-6)
     caution = predictor.predict(ROOT / "examples" / "PNEUMONIA" / "adult-nih-00008291_011.jpeg").caution
     found, cleared = round(recorded["sensitivity"] * 10), round(recorded["specificity"] * 10)
-    assert f"found about {found} in 10 pneumonias and cleared about {cleared} in 10 normal films" in caution
+    assert f"found about {found} in 10 adult pneumonias and cleared about {cleared} in 10 normal films" in caution
