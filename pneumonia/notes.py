@@ -210,7 +210,7 @@ def describe_caution(population: str | None, metrics: dict, view: str | None = N
     if unseen:
         parts = ([f"found {count_in_ten(found)} in 10 adult pneumonias"] if found is not None else []) + \
             ([f"cleared {count_in_ten(cleared)} in 10 normal films"] if cleared is not None else [])
-        lead = f"At hospitals it was not trained on it {' and '.join(parts) or 'was measured'}."
+        lead = f"At hospitals it never saw it {' and '.join(parts) or 'was measured'}."
     else:
         parts = ([f"misses {count_in_ten(1.0 - found)} in 10 pneumonias"] if found is not None else []) + \
             ([f"flags {count_in_ten(1.0 - cleared)} in 10 normal films"] if cleared is not None else [])

@@ -177,7 +177,7 @@ def test_figures_from_an_unseen_hospital_lead_the_caution_when_recorded(sensitiv
     metrics = {"test": {"roc_auc": 0.98, "sensitivity": 0.99}, "adult_test": {"roc_auc": 0.86, "sensitivity": 0.62},
                "unseen_hospital": unseen}
     caution = describe_caution("adult", metrics)
-    assert caution.startswith(f"At hospitals it was not trained on it {words} (")
+    assert caution.startswith(f"At hospitals it never saw it {words} (")
     assert f"(sensitivity {sensitivity:.2f}, specificity {specificity:.2f}, ROC AUC 0.77)." in caution
     assert "0.62" not in caution
     assert describe_caution("child", metrics) is None
