@@ -605,17 +605,17 @@ def figure_links(figures: dict[str, str]) -> list[str]:
     return [line for i in range(0, len(links), 2) for line in (" ".join(links[i:i + 2]), "")]
 
 
+def population_section(title: str, intro: str, population: dict) -> list[str]:
+    """A report section: its title, one paragraph on the films, the figures table and the plots."""
+    return [f"## {title}", "", intro, "", *population_table(population), *figure_links(population["figures"])]
+
+
 def children_section(children: dict) -> list[str]:
     m = children["metrics"]
-    return [
-        "## Children: Kermany test split",
-        "",
+    return population_section(
+        "Children: Kermany test split",
         f"`{children['data']}`: {m['n']} films ({m['n_normal']} NORMAL, {m['n_pneumonia']} PNEUMONIA), "
-        f"{children['unreadable']} unreadable.",
-        "",
-        *population_table(children),
-        *figure_links(children["figures"]),
-    ]
+        f"{children['unreadable']} unreadable.", children)
 
 
 def adult_section(adult: dict) -> list[str]:
@@ -643,17 +643,12 @@ def adult_section(adult: dict) -> list[str]:
 
 def siim_section(siim: dict) -> list[str]:
     m = siim["metrics"]
-    return [
-        "## Adults: SIIM test split",
-        "",
+    return population_section(
+        "Adults: SIIM test split",
         f"`{siim['data']}`, the fixed SIIM test split (a seeded fifth of the studies, `data.split_siim_records`): "
         f"{m['n']} films ({m['n_normal']} NORMAL, {m['n_pneumonia']} PNEUMONIA, radiologists' reads; "
         f"{siim['unreadable']} unreadable), from BIMCV (Spain) and MIDRC-RICORD (USA). Never trained, selected or "
-        "calibrated on. Intervals resample studies.",
-        "",
-        *population_table(siim),
-        *figure_links(siim["figures"]),
-    ]
+        "calibrated on. Intervals resample studies.", siim)
 
 
 def unseen_section(loso: dict) -> list[str]:
