@@ -404,9 +404,17 @@ def evaluate_children(predictor: Predictor, data_dir: str | Path, out_dir: Path,
     return result
 
 
-def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, n_resamples: int = 2000,
-                    log: Callable[[str], None] = print) -> tuple[dict, dict]:
+def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path | None, n_resamples: int = 2000,
+                    log: Callable[[str], None] = print, pointing: bool = True) -> tuple[dict, dict]:
     """The fixed adult test set of ``adult_dir`` (NIH): figures and CIs by patient, views, pointing game.
+
+    Args:
+        predictor: the loaded model (its adult operating point decides the verdicts).
+        adult_dir: the ``adult_nih`` folder.
+        out_dir: where the plots go (``None``: no plots and no pointing game).
+        n_resamples: bootstrap resamples (patients resampled as units).
+        log: progress lines.
+        pointing: also play the pointing game.
 
     Returns:
         ``(adult_test, pointing_game)``: ``adult_test`` holds ``evaluate_population``'s figures,
@@ -415,8 +423,9 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
         heatmap's grid, the boxed films' verdicts and one row per film.
     """
     _, test = split_adult_records(list_adult_records(adult_dir))
-    explained, probabilities, verdicts, unreadable = predict_records(predictor, test, log, explain=True)
-    records = [r for r, _ in explained]
+    pointing = pointing and out_dir is not None
+    explained, probabilities, verdicts, unreadable = predict_records(predictor, test, log, explain=pointing)
+    records = [r for r, _ in explained] if pointing else explained
     labels = np.array([r.label for r in records])
     patients = [r.patient for r in records]
     views = [r.view or "?" for r in records]
@@ -426,10 +435,9 @@ def evaluate_adults(predictor: Predictor, adult_dir: str | Path, out_dir: Path, 
     adult["by_view"] = {"specificity": rates_by_group(labels, verdicts, views, patients, 0, n_resamples),
                         "sensitivity": rates_by_group(labels, verdicts, views, patients, 1, n_resamples)}
     adult["figures"] = (plot_population(labels, probabilities, verdicts, threshold, out_dir, "Adults", "adult_")
-                        if adult["ci95"] else {})
-
-    game = score_pointing_game(predictor, [(r, p) for r, p in explained if r.boxes], out_dir / "pointing_game.png",
-                               n_resamples)
+                        if adult["ci95"] and out_dir is not None else {})
+    game = (score_pointing_game(predictor, [(r, p) for r, p in explained if r.boxes], out_dir / "pointing_game.png",
+                                n_resamples) if pointing else {})
     return adult, game
 
 
@@ -543,13 +551,8 @@ def evaluate_unseen_hospitals(without_siim: str | Path | None, without_nih: str 
         parts["siim"] = dict(siim, model_version=predictor.metadata.version)
     if without_nih is not None and adult_dir is not None:
         predictor = Predictor.load(without_nih)
-        _, test = split_adult_records(list_adult_records(adult_dir))
-        records, probabilities, verdicts, unreadable = predict_records(predictor, test, log)
-        labels = np.array([r.label for r in records])
-        threshold = predictor.metadata.operating_point("adult")[1]
-        parts["nih"] = dict(evaluate_population(labels, probabilities, verdicts, threshold, n_resamples,
-                                                [r.patient for r in records]), data=str(adult_dir),
-                            unreadable=unreadable, model_version=predictor.metadata.version)
+        nih, _ = evaluate_adults(predictor, adult_dir, None, n_resamples, log, pointing=False)
+        parts["nih"] = dict(nih, model_version=predictor.metadata.version)
     if not parts:
         return {}
     lowest = {k: min(p["metrics"][k] for p in parts.values()) for k in ("sensitivity", "specificity", "roc_auc")}

@@ -397,6 +397,14 @@ class Predictor:
         logits, features = self.run_network(batch)
         return self.read_scores(batch, logits, features)
 
+    def score_and_explain(self, batch: np.ndarray, explain: bool) -> tuple[BatchScores, Optional[np.ndarray]]:
+        """:meth:`score_batch`, and with ``explain`` the evidence maps ``(N, h, w)`` of the same pass
+        (else ``None``): what :meth:`predict` and the batched path both need."""
+        if not explain:
+            return self.score_batch(batch), None
+        logits, features, evidence = self.run_network(batch, explain=True)
+        return self.read_scores(batch, logits, features), evidence
+
     def read_scores(self, batch: np.ndarray, logits: np.ndarray, features: np.ndarray) -> BatchScores:
         """:class:`BatchScores` from a pass's logits and pooled features ``(N, C)``."""
         distances = None if self.gate is None else self.gate.distances(describe_inputs(batch, features))
@@ -423,11 +431,7 @@ class Predictor:
             InvalidImageError: the input cannot be read as a film.
         """
         film, batch = self.preprocess(image)
-        if explain:
-            logits, features, evidence = self.run_network(batch, explain=True)
-            scores = self.read_scores(batch, logits, features)
-        else:
-            scores = self.score_batch(batch)
+        scores, evidence = self.score_and_explain(batch, explain)
         result = self.to_prediction(**scores_of(scores, 0), model_input=batch[0, ..., 0],
                                     colourfulness=film.colourfulness, header=film.header, gray=film.gray)
         if not explain:
@@ -542,11 +546,7 @@ class Predictor:
         predictions = {}
         if good:
             batch = np.stack([loaded[i][1] for i in good])[..., None].astype(np.float32)
-            if explain:
-                logits, features, evidence = self.run_network(batch, explain=True)
-                scores = self.read_scores(batch, logits, features)
-            else:
-                scores = self.score_batch(batch)
+            scores, evidence = self.score_and_explain(batch, explain)
             for j, i in enumerate(good):
                 film, model_input, _ = loaded[i]
                 result = self.to_prediction(**scores_of(scores, j), model_input=model_input,

@@ -54,7 +54,7 @@ from pneumonia.litert import export_model_dir
 from pneumonia.ood import FEATURE_LAYER, describe_images, fit_gate_for_model
 from pneumonia.population import fit_population_probe
 from pneumonia.pretrained import MOBILENETV2_IMAGENET, copy_weights_by_name, describe_source, load_imagenet_weights
-from pneumonia.recipe import box_loss, build_training_model, make_datasets, rasterise_boxes
+from pneumonia.recipe import MASK_SIDE, box_loss, build_training_model, make_datasets, rasterise_boxes
 
 
 def setting(default, help: str):
@@ -238,8 +238,6 @@ def describe_boxes(records: Sequence[Record]) -> np.ndarray:
     """Box masks of the films, ``uint8 (N, m, m)`` (:func:`pneumonia.recipe.rasterise_boxes`; all
     zero for a film without boxes). A boxed file's size is read from its header only."""
     from PIL import Image
-
-    from pneumonia.recipe import MASK_SIDE
 
     masks = np.zeros((len(records), MASK_SIDE, MASK_SIDE), np.uint8)
     for i, record in enumerate(records):
@@ -459,13 +457,13 @@ def train_model(data_dir: str | Path, out_dir: str | Path, config: TrainConfig, 
     # population probe and the gate are fitted on.
     clean = build_model(config.input_size, config.head_width, config.dropout, config.seed)
     clean.set_weights(model.get_weights())
-    forward = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size).forward
-    _, train_features, train_descriptions = describe_images(forward, train_x)
-    val_logits, val_features, val_descriptions = describe_images(forward, val_x)
+    network = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size)
+    _, train_features, train_descriptions = describe_images(network.forward, train_x)
+    val_logits, val_features, val_descriptions = describe_images(network.forward, val_x)
     val_population = np.array([r.population for r in val_records])
     populations, validation = fit_operating_points(val_logits, val_records, log)
-    explain = build_network_functions(clean, LAST_CONV_LAYER, FEATURE_LAYER, config.input_size).explain
-    heatmap = fit_evidence_scale(np.concatenate([np.asarray(explain(batch)[2]) for batch in iterate_batches(val_x)]))
+    heatmap = fit_evidence_scale(np.concatenate([np.asarray(network.explain(batch)[2])
+                                                 for batch in iterate_batches(val_x)]))
 
     duration = time.time() - started
     date = dt.datetime.now(dt.timezone.utc)
